@@ -1,0 +1,22 @@
+"""Study loading: DICOM (files, folders, DICOMDIR), NIfTI and PNG/JPEG; no Qt, no torch."""
+
+from convnest_viewer.io.loader import find_files, load_study
+from convnest_viewer.io.model import LoadResult, PatientInfo, Series, SliceRef, Skipped, StudyInfo, Window
+from convnest_viewer.io.pixels import PIXEL_CACHE, PixelCache, PixelReadError, apply_window, percentile_window
+
+__all__ = [
+    "LoadResult",
+    "PIXEL_CACHE",
+    "PatientInfo",
+    "PixelCache",
+    "PixelReadError",
+    "Series",
+    "SliceRef",
+    "Skipped",
+    "StudyInfo",
+    "Window",
+    "apply_window",
+    "find_files",
+    "load_study",
+    "percentile_window",
+]

@@ -1,0 +1,360 @@
+"""Read one DICOM file's header (never its pixels) into the slices it holds, or a skip reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import get_decoder
+
+from convnest_viewer.io.model import PatientInfo, SliceRef, Skipped, StudyInfo, Window
+
+_PIXEL_DATA_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # PixelData, FloatPixelData, Double...
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+_NON_IMAGE_MODALITIES = {
+    "SR": "structured report",
+    "PR": "presentation state",
+    "KO": "key object selection",
+    "RTSTRUCT": "RT structure set",
+    "RTPLAN": "RT plan",
+    "RTRECORD": "RT treatment record",
+    "REG": "registration object",
+    "SEG": "segmentation object",
+    "DOC": "encapsulated document",
+}
+_DEFER_BYTES = 2048  # values longer than this are read only when needed
+
+
+@dataclass
+class DicomRecord:
+    """What one DICOM file contributes: its series identity, display metadata and slices."""
+
+    path: Path
+    series_uid: str
+    series_number: int | None
+    patient: PatientInfo
+    study: StudyInfo
+    description: str
+    modality: str
+    sequence: str
+    rows: int
+    columns: int
+    pixel_spacing: tuple[float, float] | None
+    slice_thickness: float | None
+    orientation: tuple[float, ...] | None
+    photometric: str
+    pixel_range: tuple[float, float] | None
+    invert_pivot: float | None
+    slices: list[SliceRef] = field(default_factory=list)
+
+
+def read_dataset_header(path: Path) -> Dataset:
+    """Read a DICOM header with long values deferred; raise InvalidDicomError if not DICOM."""
+    try:
+        return pydicom.dcmread(path, defer_size=_DEFER_BYTES)
+    except InvalidDicomError:
+        ds = pydicom.dcmread(path, defer_size=_DEFER_BYTES, force=True)
+        if "SOPClassUID" not in ds and "Rows" not in ds:
+            raise
+        return ds
+
+
+def read_dicom_record(path: Path) -> DicomRecord | Skipped:
+    """Read the header of one file into a DicomRecord, or return why it is skipped."""
+    try:
+        ds = read_dataset_header(path)
+    except InvalidDicomError:
+        return Skipped(path, "not a DICOM file")
+    except (OSError, EOFError) as exc:
+        return Skipped(path, f"unreadable: {exc}")
+    except Exception as exc:  # pydicom raises many kinds of errors on damaged headers
+        return Skipped(path, f"damaged DICOM header: {type(exc).__name__}: {exc}")
+    try:
+        return _record_from_dataset(path, ds)
+    except Exception as exc:
+        return Skipped(path, f"invalid DICOM attributes: {type(exc).__name__}: {exc}")
+
+
+def is_dicomdir(ds: Dataset) -> bool:
+    """Return True if the dataset is a DICOMDIR (media directory)."""
+    return "DirectoryRecordSequence" in ds
+
+
+def _record_from_dataset(path: Path, ds: Dataset) -> DicomRecord | Skipped:
+    modality = str(ds.get("Modality", "") or "")
+    reason = _non_image_reason(path, ds, modality)
+    if reason:
+        return Skipped(path, reason)
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    shared = _first(ds, "SharedFunctionalGroupsSequence")
+    spacing = _pixel_spacing(ds, shared)
+    thickness = _float(ds.get("SliceThickness")) or _float(_functional_value(ds, shared, "PixelMeasuresSequence", "SliceThickness"))
+    orientation = _orientation(ds, shared)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    slope, intercept = _rescale(ds, shared)
+    pixel_range = _stored_range(ds, slope, intercept)
+    invert = sum(pixel_range) if photometric == "MONOCHROME1" and pixel_range else None
+    record = DicomRecord(
+        path=path,
+        series_uid=str(ds.get("SeriesInstanceUID", "") or f"no-series-uid:{path.parent}"),
+        series_number=_int(ds.get("SeriesNumber")),
+        patient=PatientInfo(
+            name=str(ds.get("PatientName", "") or ""),
+            id=str(ds.get("PatientID", "") or ""),
+            birth_date=str(ds.get("PatientBirthDate", "") or ""),
+            sex=str(ds.get("PatientSex", "") or ""),
+        ),
+        study=StudyInfo(
+            uid=str(ds.get("StudyInstanceUID", "") or ""),
+            date=str(ds.get("StudyDate", "") or ""),
+            time=str(ds.get("StudyTime", "") or ""),
+            description=str(ds.get("StudyDescription", "") or ""),
+            accession=str(ds.get("AccessionNumber", "") or ""),
+        ),
+        description=str(ds.get("SeriesDescription", "") or ds.get("ProtocolName", "") or ""),
+        modality=modality,
+        sequence=_sequence_name(ds),
+        rows=rows,
+        columns=columns,
+        pixel_spacing=spacing,
+        slice_thickness=thickness,
+        orientation=orientation,
+        photometric=photometric,
+        pixel_range=pixel_range,
+        invert_pivot=invert,
+    )
+    n_frames = _int(ds.get("NumberOfFrames")) or 1
+    if "PerFrameFunctionalGroupsSequence" in ds:
+        record.slices = _enhanced_frames(path, ds, shared, n_frames, slope, intercept)
+    else:
+        record.slices = _classic_frames(path, ds, n_frames, orientation, slope, intercept)
+    return record
+
+
+def _non_image_reason(path: Path, ds: Dataset, modality: str) -> str | None:
+    sop_name = _sop_class_name(ds)
+    if modality in _NON_IMAGE_MODALITIES:
+        return f"{_NON_IMAGE_MODALITIES[modality]} ({sop_name}), not an image"
+    if is_dicomdir(ds):
+        return "DICOMDIR (media directory), not an image"
+    pixel_tag = next((tag for tag in _PIXEL_DATA_TAGS if tag in ds), None)
+    if pixel_tag is None or "Rows" not in ds or "Columns" not in ds:
+        if "Image Storage" in sop_name:
+            return f"no pixel data in an image object ({sop_name}): the file may be truncated"
+        return f"no pixel data ({sop_name})"
+    syntax = _transfer_syntax(ds)
+    if syntax is not None:
+        try:
+            decoder = get_decoder(syntax)
+        except NotImplementedError:
+            return f"unsupported encoding: {syntax.name} ({syntax})"
+        if not decoder.is_available:
+            return f"unsupported encoding: {syntax.name} (no decoder installed)"
+    return _truncation_reason(path, ds, pixel_tag, syntax)
+
+
+def _truncation_reason(path: Path, ds: Dataset, pixel_tag: int, syntax) -> str | None:
+    raw = ds._dict[pixel_tag]  # the raw element: its length is known without reading its value
+    length = getattr(raw, "length", None)
+    offset = getattr(raw, "value_tell", None)
+    if length is None or offset is None or length == _UNDEFINED_LENGTH:
+        return None
+    file_size = path.stat().st_size
+    if offset + length > file_size:
+        return f"truncated: pixel data declares {length} bytes, file holds {max(file_size - offset, 0)}"
+    if syntax is not None and not syntax.is_compressed:
+        expected = _expected_native_bytes(ds)
+        if expected and length < expected:
+            return f"truncated: {length} bytes of pixel data, {expected} expected from the header"
+    return None
+
+
+def _expected_native_bytes(ds: Dataset) -> int:
+    bits = int(ds.get("BitsAllocated", 16) or 16)
+    frames = _int(ds.get("NumberOfFrames")) or 1
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    total_bits = int(ds.Rows) * int(ds.Columns) * frames * samples * bits
+    return (total_bits + 7) // 8
+
+
+def _transfer_syntax(ds: Dataset):
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    if syntax is None:
+        return None
+    return pydicom.uid.UID(str(syntax))
+
+
+def _sop_class_name(ds: Dataset) -> str:
+    uid = ds.get("SOPClassUID")
+    if not uid:
+        return "unknown SOP class"
+    uid = pydicom.uid.UID(str(uid))
+    return uid.name if uid.is_valid else str(uid)
+
+
+def _enhanced_frames(path, ds, shared, n_frames, slope, intercept) -> list[SliceRef]:
+    frames = []
+    per_frame = ds.PerFrameFunctionalGroupsSequence
+    for index in range(n_frames):
+        item = per_frame[index] if index < len(per_frame) else Dataset()
+        position = _group_value(item, "PlanePositionSequence", "ImagePositionPatient")
+        frame_slope = _float(_group_value(item, "PixelValueTransformationSequence", "RescaleSlope"))
+        frame_intercept = _float(_group_value(item, "PixelValueTransformationSequence", "RescaleIntercept"))
+        voi = _window(_group_value(item, "FrameVOILUTSequence", "WindowCenter"),
+                      _group_value(item, "FrameVOILUTSequence", "WindowWidth"))
+        if voi is None:
+            voi = _window(_group_value(shared, "FrameVOILUTSequence", "WindowCenter"),
+                          _group_value(shared, "FrameVOILUTSequence", "WindowWidth"))
+        frames.append(SliceRef(
+            path=path,
+            frame=index,
+            position=_triple(position),
+            instance_number=_int(ds.get("InstanceNumber")),
+            temporal_index=_int(_group_value(item, "FrameContentSequence", "TemporalPositionIndex")),
+            acquisition_number=_int(ds.get("AcquisitionNumber")),
+            voi=voi,
+            slope=frame_slope if frame_slope is not None else slope,
+            intercept=frame_intercept if frame_intercept is not None else intercept,
+            sop_instance_uid=_frame_uid(ds, index, n_frames),
+        ))
+    return frames
+
+
+def _classic_frames(path, ds, n_frames, orientation, slope, intercept) -> list[SliceRef]:
+    position = _triple(ds.get("ImagePositionPatient"))
+    voi = _window(ds.get("WindowCenter"), ds.get("WindowWidth"))
+    step = _float(ds.get("SpacingBetweenSlices"))
+    normal = None
+    if n_frames > 1 and position and orientation and step:
+        import numpy as np
+
+        normal = np.cross(orientation[:3], orientation[3:])
+    frames = []
+    for index in range(n_frames):
+        frame_position = position
+        if normal is not None:
+            frame_position = tuple(float(p + index * step * n) for p, n in zip(position, normal))
+        elif n_frames > 1:
+            frame_position = None  # frames without per-frame geometry are ordered by index
+        frames.append(SliceRef(
+            path=path,
+            frame=index if n_frames > 1 else None,
+            position=frame_position,
+            instance_number=_int(ds.get("InstanceNumber")),
+            temporal_index=_int(ds.get("TemporalPositionIdentifier")),
+            acquisition_number=_int(ds.get("AcquisitionNumber")),
+            voi=voi,
+            slope=slope,
+            intercept=intercept,
+            sop_instance_uid=_frame_uid(ds, index, n_frames),
+        ))
+    return frames
+
+
+def _frame_uid(ds: Dataset, index: int, n_frames: int) -> str | None:
+    uid = str(ds.get("SOPInstanceUID", "") or "")
+    if not uid:
+        return None
+    return f"{uid}#{index}" if n_frames > 1 else uid
+
+
+def _first(ds: Dataset | None, keyword: str) -> Dataset | None:
+    if ds is None:
+        return None
+    seq = ds.get(keyword)
+    return seq[0] if seq else None
+
+
+def _group_value(item: Dataset | None, sequence: str, keyword: str):
+    inner = _first(item, sequence)
+    return inner.get(keyword) if inner is not None else None
+
+
+def _functional_value(ds: Dataset, shared: Dataset | None, sequence: str, keyword: str):
+    """Return a functional-group value from the shared groups, else from the first frame's."""
+    value = _group_value(shared, sequence, keyword)
+    if value is None:
+        value = _group_value(_first(ds, "PerFrameFunctionalGroupsSequence"), sequence, keyword)
+    return value
+
+
+def _pixel_spacing(ds: Dataset, shared: Dataset | None) -> tuple[float, float] | None:
+    value = ds.get("PixelSpacing") or _functional_value(ds, shared, "PixelMeasuresSequence", "PixelSpacing")
+    if value is None:
+        value = ds.get("ImagerPixelSpacing")
+    if value is None or len(value) < 2:
+        return None
+    return float(value[0]), float(value[1])
+
+
+def _orientation(ds: Dataset, shared: Dataset | None) -> tuple[float, ...] | None:
+    value = ds.get("ImageOrientationPatient") or _functional_value(ds, shared, "PlaneOrientationSequence", "ImageOrientationPatient")
+    if value is None or len(value) != 6:
+        return None
+    return tuple(float(v) for v in value)
+
+
+def _rescale(ds: Dataset, shared: Dataset | None) -> tuple[float, float]:
+    slope = _float(ds.get("RescaleSlope"))
+    intercept = _float(ds.get("RescaleIntercept"))
+    if slope is None:
+        slope = _float(_group_value(shared, "PixelValueTransformationSequence", "RescaleSlope"))
+        intercept = _float(_group_value(shared, "PixelValueTransformationSequence", "RescaleIntercept"))
+    return (slope if slope not in (None, 0.0) else 1.0), (intercept or 0.0)
+
+
+def _stored_range(ds: Dataset, slope: float, intercept: float) -> tuple[float, float] | None:
+    bits = _int(ds.get("BitsStored")) or _int(ds.get("BitsAllocated"))
+    if not bits:
+        return None
+    if int(ds.get("PixelRepresentation", 0) or 0) == 1:
+        low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    else:
+        low, high = 0, 2**bits - 1
+    values = sorted((low * slope + intercept, high * slope + intercept))
+    return float(values[0]), float(values[1])
+
+
+def _sequence_name(ds: Dataset) -> str:
+    for keyword in ("SequenceName", "PulseSequenceName", "ScanningSequence"):
+        value = ds.get(keyword)
+        if value:
+            return "\\".join(value) if isinstance(value, pydicom.multival.MultiValue) else str(value)
+    return ""
+
+
+def _window(center, width) -> Window | None:
+    center, width = _float(_first_value(center)), _float(_first_value(width))
+    if center is None or width is None or width <= 0:
+        return None
+    return Window(center, width)
+
+
+def _first_value(value):
+    if isinstance(value, (pydicom.multival.MultiValue, list, tuple)):
+        return value[0] if len(value) else None
+    return value
+
+
+def _triple(value) -> tuple[float, float, float] | None:
+    if value is None or len(value) != 3:
+        return None
+    return float(value[0]), float(value[1]), float(value[2])
+
+
+def _float(value) -> float | None:
+    try:
+        return None if value is None or value == "" else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _int(value) -> int | None:
+    try:
+        return None if value is None or value == "" else int(value)
+    except (TypeError, ValueError):
+        return None

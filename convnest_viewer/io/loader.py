@@ -1,0 +1,194 @@
+"""Load a study: find files (folders, file lists, DICOMDIR), read headers, build ordered series."""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import pydicom
+
+from convnest_viewer.io.dicom_headers import DicomRecord, read_dicom_record
+from convnest_viewer.io.model import LoadResult, Series, Skipped
+from convnest_viewer.io.nifti import is_nifti, read_nifti_series
+from convnest_viewer.io.raster import is_raster, read_raster_series
+from convnest_viewer.io.stacking import stack_volumes
+
+ProgressCallback = Callable[[int, int], None]
+
+
+def load_study(
+    paths: Iterable[str | os.PathLike],
+    progress: ProgressCallback | None = None,
+    cancelled: Callable[[], bool] | None = None,
+) -> LoadResult:
+    """Load every image series found under the given folders, files and DICOMDIRs."""
+    files, skipped = find_files(paths)
+    records: list[tuple[int, DicomRecord]] = []
+    other_series: list[tuple[int, Series]] = []
+    for done, (origin, path) in enumerate(files):
+        if cancelled is not None and cancelled():
+            break
+        item = _read_one(path)
+        if isinstance(item, Skipped):
+            skipped.append(item)
+        elif isinstance(item, Series):
+            other_series.append((origin, item))
+        else:
+            records.append((origin, item))
+        if progress is not None:
+            progress(done + 1, len(files))
+    dicom_series, duplicates = build_dicom_series(records)
+    skipped.extend(duplicates)
+    ordered = sorted(dicom_series + other_series, key=lambda pair: pair[0])
+    return LoadResult(series=[series for _, series in ordered], skipped=skipped)
+
+
+def find_files(paths: Iterable[str | os.PathLike]) -> tuple[list[tuple[int, Path]], list[Skipped]]:
+    """Expand folders (recursively) and DICOMDIRs into files, each with the index of its input path."""
+    found: dict[Path, int] = {}
+    skipped: list[Skipped] = []
+    for origin, raw in enumerate(paths):
+        path = Path(raw).expanduser()
+        if not path.exists():
+            skipped.append(Skipped(path, "no such file or folder"))
+            continue
+        if path.is_dir():
+            candidates = _walk_folder(path)
+        else:
+            candidates = [path]
+        for candidate in candidates:
+            if candidate.name.upper() == "DICOMDIR":
+                referenced, missing = read_dicomdir(candidate)
+                skipped.extend(missing)
+                for ref in referenced:
+                    found.setdefault(ref.resolve(), origin)
+            else:
+                found.setdefault(candidate.resolve(), origin)
+    files = sorted(((origin, path) for path, origin in found.items()), key=lambda item: (item[0], _natural_key(item[1])))
+    return files, skipped
+
+
+def read_dicomdir(path: Path) -> tuple[list[Path], list[Skipped]]:
+    """Return the image files a DICOMDIR references, and the references that are missing."""
+    try:
+        ds = pydicom.dcmread(path, force=True)
+        records = ds.DirectoryRecordSequence
+    except Exception as exc:
+        return [], [Skipped(path, f"unreadable DICOMDIR: {exc}")]
+    files, missing = [], []
+    for record in records:
+        file_id = record.get("ReferencedFileID")
+        if not file_id:
+            continue
+        parts = [file_id] if isinstance(file_id, str) else list(file_id)
+        target = _resolve_case_insensitive(path.parent, parts)
+        if target is None:
+            missing.append(Skipped(path.parent.joinpath(*parts), f"listed in {path.name} but missing"))
+        else:
+            files.append(target)
+    return files, missing
+
+
+def build_dicom_series(records: Sequence[tuple[int, DicomRecord]]) -> tuple[list[tuple[int, Series]], list[Skipped]]:
+    """Group DICOM records into series (by UID, number and plane) with ordered volumes."""
+    groups: dict[tuple, list[tuple[int, DicomRecord]]] = defaultdict(list)
+    for origin, record in records:
+        groups[_group_key(record)].append((origin, record))
+    uid_counts: dict[str, int] = defaultdict(int)
+    for key in groups:
+        uid_counts[key[0]] += 1
+    planes_per_series: dict[tuple, int] = defaultdict(int)
+    for key in groups:
+        planes_per_series[key[:2]] += 1
+    result: list[tuple[int, Series]] = []
+    duplicates: list[Skipped] = []
+    plane_counter: dict[tuple, int] = defaultdict(int)
+    for key, members in groups.items():
+        first = members[0][1]
+        slices, seen = [], {}
+        for _, record in members:
+            for ref in record.slices:
+                if ref.sop_instance_uid and ref.sop_instance_uid in seen:
+                    duplicates.append(Skipped(record.path, f"duplicate of {seen[ref.sop_instance_uid].name} (same SOP Instance UID)"))
+                    break
+                if ref.sop_instance_uid:
+                    seen[ref.sop_instance_uid] = record.path
+                slices.append(ref)
+        if not slices:
+            continue
+        plane_counter[key[:2]] += 1
+        description = first.description
+        series_key = first.series_uid
+        if uid_counts[key[0]] > 1:
+            series_key += f"#{first.series_number}" if planes_per_series[key[:2]] == 1 else f"#{first.series_number}.{plane_counter[key[:2]]}"
+        if planes_per_series[key[:2]] > 1:
+            description = f"{description} (plane {plane_counter[key[:2]]})".strip()
+        series = Series(
+            key=series_key,
+            uid=first.series_uid,
+            kind="dicom",
+            volumes=stack_volumes(slices, first.orientation),
+            rows=first.rows,
+            columns=first.columns,
+            patient=first.patient,
+            study=first.study,
+            description=description,
+            modality=first.modality,
+            number=first.series_number,
+            sequence=first.sequence,
+            pixel_spacing=first.pixel_spacing,
+            slice_thickness=first.slice_thickness,
+            orientation=first.orientation,
+            photometric=first.photometric,
+            invert_pivot=first.invert_pivot,
+            pixel_range=first.pixel_range,
+        )
+        origin = min(origin for origin, _ in members)
+        result.append((origin, series))
+    result.sort(key=lambda pair: (pair[0], pair[1].study.uid, pair[1].number if pair[1].number is not None else 1 << 30, pair[1].key))
+    return result, duplicates
+
+
+def _group_key(record: DicomRecord) -> tuple:
+    orientation = tuple(round(v, 3) for v in record.orientation) if record.orientation else None
+    return (record.series_uid, record.series_number, orientation, record.rows, record.columns)
+
+
+def _read_one(path: Path):
+    if is_nifti(path):
+        return read_nifti_series(path)
+    if is_raster(path):
+        return read_raster_series(path)
+    return read_dicom_record(path)
+
+
+def _walk_folder(folder: Path) -> list[Path]:
+    files = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        files.extend(Path(root) / name for name in names if not name.startswith("."))
+    return files
+
+
+def _resolve_case_insensitive(base: Path, parts: Sequence[str]) -> Path | None:
+    current = base
+    for part in parts:
+        candidate = current / part
+        if not candidate.exists():
+            try:
+                matches = [child for child in current.iterdir() if child.name.lower() == part.lower()]
+            except OSError:
+                return None
+            if not matches:
+                return None
+            candidate = matches[0]
+        current = candidate
+    return current if current.is_file() else None
+
+
+def _natural_key(path: Path) -> list:
+    import re
+
+    return [int(token) if token.isdigit() else token.lower() for token in re.split(r"(\d+)", str(path))]

@@ -1,0 +1,248 @@
+"""The loader's data model: series of slices with geometry, display metadata and lazy pixels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+from convnest_viewer.io.orientation import orientation_letters
+
+if TYPE_CHECKING:
+    from convnest_viewer.io.tags import TagRow
+
+SourceKind = Literal["dicom", "nifti", "raster"]
+
+
+@dataclass(frozen=True)
+class Window:
+    """A display window (VOI): centre and width in the series' rescaled units."""
+
+    center: float
+    width: float
+
+    @property
+    def low(self) -> float:
+        """Return the value shown as black."""
+        return self.center - self.width / 2.0
+
+    @property
+    def high(self) -> float:
+        """Return the value shown as white."""
+        return self.center + self.width / 2.0
+
+    @classmethod
+    def from_range(cls, low: float, high: float) -> "Window":
+        """Build a window that maps low to black and high to white."""
+        width = max(float(high) - float(low), 1e-6)
+        return cls(center=(float(low) + float(high)) / 2.0, width=width)
+
+    def inverted(self, pivot: float) -> "Window":
+        """Return this window for values mirrored as pivot - value (MONOCHROME1)."""
+        return Window(center=pivot - self.center, width=self.width)
+
+
+@dataclass(frozen=True)
+class SliceRef:
+    """Where one 2-D slice's pixels live and where the slice sits in the patient."""
+
+    path: Path
+    frame: int | None = None  # frame of a multi-frame file, z index of a NIfTI volume
+    position: tuple[float, float, float] | None = None  # ImagePositionPatient (LPS, mm)
+    instance_number: int | None = None
+    temporal_index: int | None = None  # TemporalPositionIdentifier / TemporalPositionIndex
+    acquisition_number: int | None = None
+    voi: Window | None = None  # the file's first WindowCenter/WindowWidth, rescaled units
+    slope: float = 1.0
+    intercept: float = 0.0
+    sop_instance_uid: str | None = None
+    volume_index: int | None = None  # 4-D NIfTI: index along t
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file the loader could not use, and why."""
+
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
+class PatientInfo:
+    """Who the images belong to (patient identifiers: never log these)."""
+
+    name: str = ""
+    id: str = ""
+    birth_date: str = ""
+    sex: str = ""
+
+    @property
+    def key(self) -> str:
+        """Return the grouping key of this patient."""
+        return f"{self.id}\x00{self.name}"
+
+
+@dataclass(frozen=True)
+class StudyInfo:
+    """One imaging study (visit)."""
+
+    uid: str = ""
+    date: str = ""
+    time: str = ""
+    description: str = ""
+    accession: str = ""
+
+
+@dataclass
+class Series:
+    """One series: one or more volumes of equally oriented 2-D slices, ordered in space."""
+
+    key: str  # unique within a LoadResult
+    uid: str
+    kind: SourceKind
+    volumes: list[list[SliceRef]]
+    rows: int
+    columns: int
+    patient: PatientInfo = field(default_factory=PatientInfo)
+    study: StudyInfo = field(default_factory=StudyInfo)
+    description: str = ""
+    modality: str = ""
+    number: int | None = None
+    sequence: str = ""
+    pixel_spacing: tuple[float, float] | None = None  # (row spacing, column spacing), mm
+    slice_thickness: float | None = None
+    orientation: tuple[float, float, float, float, float, float] | None = None
+    photometric: str = "MONOCHROME2"
+    invert_pivot: float | None = None  # MONOCHROME1: displayed value = pivot - value
+    pixel_range: tuple[float, float] | None = None  # rescaled range of stored values
+
+    @property
+    def n_volumes(self) -> int:
+        """Return the number of volumes (time points) in the series."""
+        return len(self.volumes)
+
+    @property
+    def n_slices(self) -> int:
+        """Return the number of slices in one volume."""
+        return len(self.volumes[0]) if self.volumes else 0
+
+    @property
+    def is_multivolume(self) -> bool:
+        """Return True for a 4-D series (several volumes)."""
+        return self.n_volumes > 1
+
+    def slice_ref(self, index: int, volume: int = 0) -> SliceRef:
+        """Return the reference of slice `index` of volume `volume`."""
+        return self.volumes[volume][index]
+
+    def pixels(self, index: int, volume: int = 0) -> np.ndarray:
+        """Return slice `index` as float32 display values (rescaled, MONOCHROME1 inverted)."""
+        from convnest_viewer.io.pixels import slice_pixels
+
+        return slice_pixels(self, self.slice_ref(index, volume))
+
+    def window(self, index: int, volume: int = 0) -> Window:
+        """Return the slice's own window: its VOI, else a robust percentile window."""
+        from convnest_viewer.io.pixels import percentile_window
+
+        ref = self.slice_ref(index, volume)
+        if ref.voi is not None:
+            return ref.voi if self.invert_pivot is None else ref.voi.inverted(self.invert_pivot)
+        return percentile_window(self.pixels(index, volume))
+
+    def default_window(self) -> Window:
+        """Return the series' default display window (that of its middle slice)."""
+        return self.window(self.n_slices // 2)
+
+    def slice_location(self, index: int, volume: int = 0) -> float | None:
+        """Return the slice's position along the slice normal in mm, if known."""
+        ref = self.slice_ref(index, volume)
+        normal = self.normal()
+        if ref.position is None or normal is None:
+            return None
+        return float(np.dot(np.asarray(ref.position), normal))
+
+    def normal(self) -> np.ndarray | None:
+        """Return the unit slice normal (row cosines x column cosines), if known."""
+        if self.orientation is None:
+            return None
+        row, col = np.asarray(self.orientation[:3]), np.asarray(self.orientation[3:])
+        normal = np.cross(row, col)
+        norm = np.linalg.norm(normal)
+        return normal / norm if norm > 0 else None
+
+    def orientation_letters(self) -> dict[str, str] | None:
+        """Return the patient directions at the left, right, top and bottom image edges."""
+        if self.orientation is None:
+            return None
+        return orientation_letters(self.orientation)
+
+    def aspect_ratio(self) -> float:
+        """Return the displayed height/width ratio of one pixel (row spacing / column spacing)."""
+        if not self.pixel_spacing or min(self.pixel_spacing) <= 0:
+            return 1.0
+        return self.pixel_spacing[0] / self.pixel_spacing[1]
+
+    def tags(self, index: int = 0, volume: int = 0) -> list["TagRow"]:
+        """Return every header element of the slice's file, for a tag browser."""
+        from convnest_viewer.io.tags import tag_rows
+
+        return tag_rows(self, self.slice_ref(index, volume))
+
+    def sources(self) -> list[Path]:
+        """Return the distinct files this series reads from."""
+        seen: dict[Path, None] = {}
+        for volume in self.volumes:
+            for ref in volume:
+                seen.setdefault(ref.path, None)
+        return list(seen)
+
+
+@dataclass
+class StudyNode:
+    """A study and its series, for a patient > study > series tree."""
+
+    info: StudyInfo
+    series: list[Series]
+
+
+@dataclass
+class PatientNode:
+    """A patient and their studies, for a patient > study > series tree."""
+
+    info: PatientInfo
+    studies: list[StudyNode]
+
+
+@dataclass
+class LoadResult:
+    """Everything a load found: usable series, and the files it skipped with reasons."""
+
+    series: list[Series] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def tree(self) -> list[PatientNode]:
+        """Group the series into patient > study > series, in load order."""
+        patients: dict[str, PatientNode] = {}
+        studies: dict[tuple[str, str], StudyNode] = {}
+        for series in self.series:
+            patient = patients.get(series.patient.key)
+            if patient is None:
+                patient = patients[series.patient.key] = PatientNode(series.patient, [])
+            study_key = (series.patient.key, series.study.uid)
+            study = studies.get(study_key)
+            if study is None:
+                study = studies[study_key] = StudyNode(series.study, [])
+                patient.studies.append(study)
+            study.series.append(series)
+        return list(patients.values())
+
+    def find(self, key: str) -> Series | None:
+        """Return the series with this key, or None."""
+        return next((s for s in self.series if s.key == key), None)
+
+    def merged(self, other: "LoadResult") -> "LoadResult":
+        """Return this result followed by another one's series and skips."""
+        return LoadResult(self.series + other.series, self.skipped + other.skipped)

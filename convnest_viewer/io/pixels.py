@@ -1,0 +1,167 @@
+"""Read slice pixels on demand (DICOM frames, NIfTI volumes, PNG/JPEG), with a memory-bounded cache."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Hashable
+
+import numpy as np
+
+from convnest_viewer.io.model import SliceRef, Window
+
+if TYPE_CHECKING:
+    from convnest_viewer.io.model import Series
+
+DEFAULT_CACHE_BYTES = 512 * 1024 * 1024
+
+
+class PixelReadError(RuntimeError):
+    """A slice's pixels could not be read; the message names the file and the reason."""
+
+
+class PixelCache:
+    """A thread-safe least-recently-used cache of arrays, bounded by total bytes."""
+
+    def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[Hashable, np.ndarray] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    @property
+    def nbytes(self) -> int:
+        """Return the bytes currently held."""
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get_or_load(self, key: Hashable, load: Callable[[], np.ndarray]) -> np.ndarray:
+        """Return the cached array for key, loading and caching it on a miss."""
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        array = load()
+        array.setflags(write=False)
+        with self._lock:
+            if key not in self._items:
+                self._items[key] = array
+                self._bytes += array.nbytes
+            self._evict()
+        return array
+
+    def clear(self) -> None:
+        """Drop every cached array."""
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0
+
+    def _evict(self) -> None:
+        while self._bytes > self.max_bytes and len(self._items) > 1:
+            _, array = self._items.popitem(last=False)
+            self._bytes -= array.nbytes
+
+
+PIXEL_CACHE = PixelCache()
+
+
+def slice_pixels(series: "Series", ref: SliceRef) -> np.ndarray:
+    """Return one slice as float32 values in the series' units, brighter meaning higher."""
+    key = (series.kind, str(ref.path), ref.frame, ref.volume_index)
+    return PIXEL_CACHE.get_or_load(key, lambda: _load_slice(series, ref))
+
+
+def _load_slice(series: "Series", ref: SliceRef) -> np.ndarray:
+    try:
+        if series.kind == "dicom":
+            stored = read_dicom_frame(ref.path, ref.frame)
+        elif series.kind == "nifti":
+            stored = read_nifti_slice(ref.path, ref.frame or 0, ref.volume_index)
+        else:
+            stored = read_raster(ref.path)
+    except PixelReadError:
+        raise
+    except Exception as exc:
+        raise PixelReadError(f"{ref.path}: cannot read pixels: {type(exc).__name__}: {exc}") from exc
+    values = to_grayscale(stored).astype(np.float32)
+    if ref.slope != 1.0 or ref.intercept != 0.0:
+        values = values * np.float32(ref.slope) + np.float32(ref.intercept)
+    if series.invert_pivot is not None:
+        values = np.float32(series.invert_pivot) - values
+    if values.shape != (series.rows, series.columns):
+        raise PixelReadError(
+            f"{ref.path}: pixel array is {values.shape}, header says {(series.rows, series.columns)}"
+        )
+    return values
+
+
+def read_dicom_frame(path: Path, frame: int | None) -> np.ndarray:
+    """Decode one frame of a DICOM file to stored values (any transfer syntax with a decoder)."""
+    from pydicom.pixels import pixel_array
+
+    try:
+        return pixel_array(str(path), index=frame)
+    except Exception as exc:
+        raise PixelReadError(f"{path}: cannot decode pixel data: {exc}") from exc
+
+
+def read_nifti_slice(path: Path, z: int, t: int | None) -> np.ndarray:
+    """Return slice z (of volume t) of a NIfTI file, reading the file once per cache lifetime."""
+    volume = PIXEL_CACHE.get_or_load(("nifti-volume", str(path)), lambda: _read_nifti_array(path))
+    if volume.ndim == 2:
+        return volume
+    if volume.ndim == 4:
+        return volume[t or 0, z]
+    return volume[z]
+
+
+def _read_nifti_array(path: Path) -> np.ndarray:
+    import SimpleITK as sitk
+
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+
+
+def read_raster(path: Path) -> np.ndarray:
+    """Decode a PNG/JPEG/BMP/TIFF file to a 2-D or colour array."""
+    import cv2
+
+    data = np.fromfile(str(path), dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise PixelReadError(f"{path}: not a decodable image")
+    if image.ndim == 3:
+        code = cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY
+        image = cv2.cvtColor(image, code)
+    return image
+
+
+def to_grayscale(array: np.ndarray) -> np.ndarray:
+    """Return a 2-D array: colour (rows, cols, 3|4) becomes ITU-R 601 luminance."""
+    if array.ndim == 2:
+        return array
+    if array.ndim == 3 and array.shape[-1] in (3, 4):
+        rgb = array[..., :3].astype(np.float32)
+        return rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    raise PixelReadError(f"unexpected pixel array shape {array.shape}")
+
+
+def percentile_window(values: np.ndarray, low: float = 0.5, high: float = 99.5) -> Window:
+    """Return a robust window spanning the given percentiles of the slice's values."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return Window(0.0, 1.0)
+    lo, hi = np.percentile(finite, [low, high])
+    if hi <= lo:
+        lo, hi = float(finite.min()), float(finite.max())
+    if hi <= lo:
+        hi = lo + 1.0
+    return Window.from_range(float(lo), float(hi))
+
+
+def apply_window(values: np.ndarray, window: Window) -> np.ndarray:
+    """Map values through a window to uint8 (low -> 0, high -> 255), clipping outside."""
+    scaled = (values.astype(np.float32) - np.float32(window.low)) * np.float32(255.0 / window.width)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
