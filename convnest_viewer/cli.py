@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.set_defaults(handler=_run_info)
 
+    from convnest_viewer.classify_cli import add_classify_parser
+
+    add_classify_parser(commands)
     try:
         from training.cli import add_training_parsers
     except ImportError:  # a frozen viewer ships without the training module

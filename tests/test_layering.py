@@ -16,3 +16,11 @@ def test_io_imports_neither_qt_nor_torch():
     modules = _modules_after(f"from convnest_viewer.io import load_study\nload_study([{str(DICOM / 'ge-epi-4d')!r}]).series[0].pixels(0)")
     assert "convnest_viewer" in modules
     assert not modules & {"PySide6", "pyqtgraph", "torch", "timm", "captum"}
+
+
+def test_inference_core_imports_no_qt():
+    modules = _modules_after(
+        "import convnest_viewer.inference.classifier, convnest_viewer.inference.explain, convnest_viewer.classify_cli"
+    )
+    assert "torch" in modules and "captum" in modules
+    assert not modules & {"PySide6", "pyqtgraph"}

@@ -7,7 +7,7 @@ from pathlib import Path
 from convnest_viewer.io.model import Series, SliceRef, Skipped, StudyInfo, Window
 
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-_EIGHT_BIT_WINDOW = Window.from_range(0.0, 255.0)
+EIGHT_BIT_WINDOW = Window.from_range(0.0, 255.0)
 
 
 def is_raster(path: Path) -> bool:
@@ -28,7 +28,7 @@ def read_raster_series(path: Path) -> Series | Skipped:
     if image is None:
         return Skipped(path, "not a decodable image (corrupt or truncated)")
     rows, columns = image.shape[:2]
-    window = _EIGHT_BIT_WINDOW if image.dtype == np.uint8 else None
+    window = EIGHT_BIT_WINDOW if image.dtype == np.uint8 else None
     return Series(
         key=f"file:{path}",
         uid=f"file:{path}",

@@ -1,0 +1,141 @@
+"""`convnest classify`: classify every slice of every series, optionally writing heatmap overlays."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+EXIT_MODEL = 3
+
+
+def add_classify_parser(commands) -> None:
+    """Register the classify subcommand."""
+    parser = commands.add_parser("classify", help="classify every slice of the series found under PATH")
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="folders, files or DICOMDIRs")
+    parser.add_argument("--model", type=Path, help="model folder (default: the bundled default model)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--explain", choices=["gradcam", "shap"], help="write a heatmap overlay PNG per slice")
+    parser.add_argument("--target", help="class to explain (default: each slice's predicted class)")
+    parser.add_argument("--out", type=Path, help="folder for the overlays written by --explain")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.set_defaults(handler=run_classify)
+
+
+def run_classify(args: argparse.Namespace) -> int:
+    """Run classify; return 0, 2 for bad input, 3 for a missing or refused model."""
+    from convnest_viewer.inference.card import ModelCardError
+    from convnest_viewer.io import load_study
+
+    missing = [p for p in args.paths if not Path(p).exists()]
+    if missing:
+        for path in missing:
+            print(f"convnest classify: {path}: no such file or folder", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.explain and not args.out:
+        print("convnest classify: --explain needs --out DIR for the overlay images", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        from convnest_viewer.inference.classifier import Classifier
+
+        classifier = Classifier(args.model, device=args.device)
+    except (ModelCardError, RuntimeError, ValueError) as exc:
+        print(f"convnest classify: model refused: {exc}", file=sys.stderr)
+        return EXIT_MODEL
+    if args.target and args.target not in classifier.class_ids:
+        print(f"convnest classify: unknown class {args.target!r}; classes are {', '.join(classifier.class_ids)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    loaded = [(path, load_study([path])) for path in args.paths]
+    report = {
+        "model": {"name": classifier.card.name, "sha256": classifier.weights_sha256},
+        "series": [],
+        "skipped": [{"path": str(s.path), "reason": s.reason} for _, result in loaded for s in result.skipped],
+    }
+    total = sum(s.n_slices * s.n_volumes for _, result in loaded for s in result.series)
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit="slice", file=sys.stderr, disable=None, desc="classifying") as bar:
+        for path, result in loaded:
+            for series in result.series:
+                report["series"].append(_classify_series(classifier, series, path, args, bar, len(report["series"])))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(_table(report, classifier))
+    return 0 if report["series"] else EXIT_BAD_INPUT
+
+
+def _classify_series(classifier, series, path, args, bar, ordinal: int) -> dict:
+    from convnest_viewer.io import PixelReadError
+
+    entry = {"uid": series.uid, "path": str(path), "description": series.description, "slices": []}
+    positions = [(v, i) for v in range(series.n_volumes) for i in range(series.n_slices)]
+    for start in range(0, len(positions), args.batch_size):
+        chunk = positions[start:start + args.batch_size]
+        readable, inputs = [], []
+        for volume, index in chunk:
+            try:
+                values = series.pixels(index, volume)
+            except PixelReadError as exc:
+                entry.setdefault("errors", []).append({"index": index, "volume": volume, "reason": str(exc)})
+                continue
+            readable.append((volume, index, values, series.window(index, volume)))
+            inputs.append(classifier.prepare(values, readable[-1][3])[0])
+        if inputs:
+            import numpy as np
+
+            probabilities = classifier.predict_inputs(np.stack(inputs), args.batch_size)
+            for (volume, index, values, window), probs in zip(readable, probabilities):
+                item = {
+                    "index": index,
+                    "volume": volume,
+                    "probabilities": {c: round(float(p), 6) for c, p in zip(classifier.class_ids, probs)},
+                    "predicted": classifier.class_ids[int(np.argmax(probs))],
+                }
+                if args.explain:
+                    item["overlay"] = str(_write_overlay(classifier, series, values, window, item, args, ordinal))
+                entry["slices"].append(item)
+        bar.update(len(chunk))
+    return entry
+
+
+def _write_overlay(classifier, series, values, window, item, args, ordinal: int) -> Path:
+    from convnest_viewer.inference.explain import explain
+    from convnest_viewer.render import overlay_rgb, save_png
+
+    heatmap = explain(classifier, values, window, args.explain, target=args.target)
+    folder = args.out / f"{ordinal + 1:02d}_{_safe(series.description) or 'series'}"
+    folder.mkdir(parents=True, exist_ok=True)
+    suffix = f"_t{item['volume'] + 1:03d}" if series.n_volumes > 1 else ""
+    path = folder / f"slice_{item['index'] + 1:04d}{suffix}_{args.explain}_{heatmap.target_id}.png"
+    save_png(path, overlay_rgb(values, window, heatmap.values, aspect=series.aspect_ratio()))
+    return path
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:60]
+
+
+def _table(report: dict, classifier) -> str:
+    from convnest_viewer.text_table import format_table
+
+    lines = [f"model {report['model']['name']} ({classifier.device_name})"]
+    for series in report["series"]:
+        lines.append("")
+        lines.append(f"{series['description'] or '(no description)'}  [{series['uid']}]")
+        rows = []
+        for item in series["slices"]:
+            probs = item["probabilities"]
+            rows.append([str(item["index"] + 1), str(item["volume"] + 1), item["predicted"], *(f"{probs[c]:.3f}" for c in classifier.class_ids)])
+        lines.append(format_table(["Slice", "Vol", "Predicted", *classifier.class_ids], rows))
+        for error in series.get("errors", []):
+            lines.append(f"  slice {error['index'] + 1}: {error['reason']}")
+    if report["skipped"]:
+        lines.append("")
+        lines.append(f"{len(report['skipped'])} file(s) skipped")
+        lines += [f"  {s['path']}: {s['reason']}" for s in report["skipped"]]
+    return "\n".join(lines)

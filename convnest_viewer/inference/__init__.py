@@ -1,0 +1,1 @@
+"""Inference core: model cards, the model factory, preprocessing, the classifier, explanations (no Qt)."""

@@ -1,0 +1,137 @@
+"""The model card: everything needed to rebuild a model and its preprocessing, beside its weights."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+CARD_FILE = "model_card.json"
+CARD_FORMAT = "convnest-model-card/1"
+CLASS_IDS = ("glioma", "meningioma", "notumor", "pituitary")
+DISPLAY_NAMES = {"glioma": "Glioma", "meningioma": "Meningioma", "notumor": "No tumour", "pituitary": "Pituitary tumour"}
+
+
+class ModelCardError(RuntimeError):
+    """A model folder or card is missing, malformed or does not match its weights."""
+
+
+@dataclass
+class ClassInfo:
+    """One output class: its id (the dataset's folder name) and the name shown to people."""
+
+    id: str
+    display: str
+
+
+@dataclass
+class PreprocessSpec:
+    """How a slice becomes model input: window to 8 bits, letterbox to size, normalise."""
+
+    version: str = "letterbox-v1"
+    size: int = 224
+    channels: int = 1
+    interpolation: str = "area"  # cv2 INTER_AREA when shrinking, INTER_LINEAR when enlarging
+    pad_value: int = 0
+    mean: tuple[float, ...] = (0.5,)
+    std: tuple[float, ...] = (0.5,)
+    window: str = "slice VOI, else 0.5-99.5 percentile"
+
+
+@dataclass
+class WeightFile:
+    """One safetensors shard and its expected sha256."""
+
+    file: str
+    sha256: str
+    bytes: int = 0
+
+
+@dataclass
+class ModelCard:
+    """A model card as stored in model_card.json."""
+
+    name: str
+    architecture: str
+    classes: list[ClassInfo]
+    preprocessing: PreprocessSpec = field(default_factory=PreprocessSpec)
+    temperature: float = 1.0
+    weights: list[WeightFile] = field(default_factory=list)
+    weights_dtype: str = "float16"
+    drop_path_rate: float = 0.0
+    training: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    intended_use: str = "Research use only. Not a medical device; not for diagnosis."
+    format: str = CARD_FORMAT
+
+    @property
+    def class_ids(self) -> list[str]:
+        """Return the class ids in output order."""
+        return [c.id for c in self.classes]
+
+    @property
+    def display_names(self) -> list[str]:
+        """Return the class display names in output order."""
+        return [c.display for c in self.classes]
+
+    @property
+    def num_classes(self) -> int:
+        """Return the number of output classes."""
+        return len(self.classes)
+
+    def to_json(self) -> str:
+        """Return the card as indented JSON."""
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+    def save(self, folder: Path) -> Path:
+        """Write the card into a model folder and return its path."""
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / CARD_FILE
+        path.write_text(self.to_json(), encoding="utf-8")
+        return path
+
+
+def default_classes() -> list[ClassInfo]:
+    """Return the four brain-tumour classes in the dataset's (alphabetical folder) order."""
+    return [ClassInfo(id=c, display=DISPLAY_NAMES[c]) for c in CLASS_IDS]
+
+
+def load_card(folder: Path) -> ModelCard:
+    """Read and validate the model card in a model folder."""
+    path = Path(folder) / CARD_FILE
+    if not path.is_file():
+        raise ModelCardError(f"{path}: no model card (expected {CARD_FILE} beside the weights)")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelCardError(f"{path}: unreadable model card: {exc}") from exc
+    try:
+        card = ModelCard(
+            name=raw["name"],
+            architecture=raw["architecture"],
+            classes=[ClassInfo(**c) for c in raw["classes"]],
+            preprocessing=_spec(raw.get("preprocessing", {})),
+            temperature=float(raw.get("temperature", 1.0)),
+            weights=[WeightFile(**w) for w in raw.get("weights", [])],
+            weights_dtype=raw.get("weights_dtype", "float16"),
+            drop_path_rate=float(raw.get("drop_path_rate", 0.0)),
+            training=raw.get("training", {}),
+            metrics=raw.get("metrics", {}),
+            intended_use=raw.get("intended_use", ""),
+            format=raw.get("format", ""),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelCardError(f"{path}: malformed model card: {type(exc).__name__}: {exc}") from exc
+    if card.format != CARD_FORMAT:
+        raise ModelCardError(f"{path}: unknown card format {card.format!r} (expected {CARD_FORMAT!r})")
+    if not card.weights:
+        raise ModelCardError(f"{path}: the card lists no weight files")
+    if card.temperature <= 0:
+        raise ModelCardError(f"{path}: temperature must be positive, got {card.temperature}")
+    return card
+
+
+def _spec(raw: dict) -> PreprocessSpec:
+    spec = PreprocessSpec(**raw)
+    spec.mean, spec.std = tuple(spec.mean), tuple(spec.std)
+    return spec

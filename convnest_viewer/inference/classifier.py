@@ -1,0 +1,165 @@
+"""Run a bundled model on slices: device choice, batched calibrated probabilities, a fast path."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from convnest_viewer.inference.card import ModelCard, ModelCardError, load_card
+from convnest_viewer.inference.factory import create_classifier
+from convnest_viewer.inference.preprocess import Letterbox, preprocess
+from convnest_viewer.inference.weights import load_state_dict
+from convnest_viewer.io.model import Window
+from convnest_viewer.paths import models_dir
+
+DEFAULT_MODEL_FILE = "DEFAULT"
+
+
+class NoModelInstalled(ModelCardError):
+    """No trained model is installed where the app looks for one."""
+
+
+def pick_device(preferred: str | None = None) -> torch.device:
+    """Return the requested device, else CUDA, then MPS, then CPU."""
+    preferred = preferred or os.environ.get("CONVNEST_DEVICE") or None
+    if preferred and preferred != "auto":
+        device = torch.device(preferred)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("CUDA was requested but no CUDA GPU is available")
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise RuntimeError("MPS was requested but is not available")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def device_description(device: torch.device) -> str:
+    """Return a human name for a device, e.g. the GPU model or 'CPU (2 threads)'."""
+    if device.type == "cuda":
+        return f"GPU: {torch.cuda.get_device_name(device)}"
+    if device.type == "mps":
+        return "GPU: Apple MPS"
+    return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def default_model_dir() -> Path:
+    """Return the folder of the default bundled model, or raise NoModelInstalled."""
+    root = models_dir()
+    marker = root / DEFAULT_MODEL_FILE
+    if marker.is_file():
+        folder = root / marker.read_text(encoding="utf-8").strip()
+        if (folder / "model_card.json").is_file():
+            return folder
+    raise NoModelInstalled(
+        f"no trained model is installed (looked for {marker} naming a folder with model_card.json); "
+        "train one with `convnest train` and `convnest export`, or pass --model DIR"
+    )
+
+
+@dataclass
+class Prediction:
+    """Calibrated class probabilities of one slice."""
+
+    probabilities: np.ndarray  # (num_classes,), sums to 1
+    class_ids: Sequence[str]
+
+    @property
+    def predicted_index(self) -> int:
+        """Return the index of the most probable class."""
+        return int(np.argmax(self.probabilities))
+
+    @property
+    def predicted(self) -> str:
+        """Return the id of the most probable class."""
+        return self.class_ids[self.predicted_index]
+
+    def as_dict(self) -> dict[str, float]:
+        """Return {class id: probability}."""
+        return {c: float(p) for c, p in zip(self.class_ids, self.probabilities)}
+
+
+class Classifier:
+    """A loaded, checked model with its card, ready to classify slices on one device."""
+
+    def __init__(self, model_dir: Path | None = None, device: str | None = None, model: torch.nn.Module | None = None,
+                 card: ModelCard | None = None) -> None:
+        if model is not None:
+            if card is None:
+                raise ValueError("a model passed directly needs its card")
+            self.model_dir, self.card, self.weights_sha256 = None, card, "in-memory"
+        else:
+            self.model_dir = Path(model_dir) if model_dir else default_model_dir()
+            self.card = load_card(self.model_dir)
+            state = load_state_dict(self.model_dir, self.card)
+            model = create_classifier(self.card)
+            try:
+                model.load_state_dict(state, strict=True)
+            except RuntimeError as exc:
+                raise ModelCardError(f"{self.model_dir}: weights do not fit {self.card.architecture}: {exc}") from exc
+            self.weights_sha256 = self.card.weights[0].sha256 if len(self.card.weights) == 1 else _combined_sha(self.card)
+        self.device = pick_device(device)
+        self.model = model.eval().to(self.device)
+        if self.device.type != "cpu":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.spec = self.card.preprocessing
+
+    @property
+    def class_ids(self) -> list[str]:
+        """Return the class ids in output order."""
+        return self.card.class_ids
+
+    @property
+    def device_name(self) -> str:
+        """Return a human name of the device the model runs on."""
+        return device_description(self.device)
+
+    def prepare(self, values: np.ndarray, window: Window) -> tuple[np.ndarray, Letterbox]:
+        """Return the model input of one slice and its letterbox geometry."""
+        return preprocess(values, window, self.spec)
+
+    def predict_inputs(self, inputs: np.ndarray, batch_size: int = 16) -> np.ndarray:
+        """Return calibrated probabilities (N, classes) for preprocessed inputs (N, C, H, W)."""
+        outputs = []
+        for start in range(0, len(inputs), batch_size):
+            batch = torch.from_numpy(np.ascontiguousarray(inputs[start:start + batch_size]))
+            outputs.append(self.probabilities_from_logits(self.logits(batch)))
+        return np.concatenate(outputs) if outputs else np.zeros((0, self.card.num_classes), np.float32)
+
+    def predict(self, slices: Sequence[tuple[np.ndarray, Window]], batch_size: int = 16) -> list[Prediction]:
+        """Classify slices given as (values, window) pairs; return one Prediction each."""
+        if not slices:
+            return []
+        inputs = np.stack([self.prepare(values, window)[0] for values, window in slices])
+        return [Prediction(p, self.class_ids) for p in self.predict_inputs(inputs, batch_size)]
+
+    @torch.inference_mode()
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        """Return raw logits for a float input batch (fast path: channels_last, autocast on GPU)."""
+        batch = batch.to(self.device, non_blocking=True)
+        if self.device.type == "cuda":
+            batch = batch.contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                return self.model(batch).float()
+        return self.model(batch).float()
+
+    def probabilities_from_logits(self, logits: torch.Tensor) -> np.ndarray:
+        """Return temperature-scaled softmax probabilities as float64 numpy."""
+        scaled = logits.double() / self.card.temperature
+        return torch.softmax(scaled, dim=1).cpu().numpy()
+
+
+def _combined_sha(card: ModelCard) -> str:
+    import hashlib
+
+    return hashlib.sha256("".join(w.sha256 for w in card.weights).encode()).hexdigest()
+
+
+__all__ = ["Classifier", "NoModelInstalled", "Prediction", "default_model_dir", "device_description", "pick_device"]

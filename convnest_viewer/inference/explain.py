@@ -1,0 +1,101 @@
+"""Explanations with captum: Grad-CAM and Gradient SHAP maps in the original slice's geometry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from convnest_viewer.inference.classifier import Classifier
+from convnest_viewer.inference.factory import explain_layer
+from convnest_viewer.io.model import Window
+
+METHODS = ("gradcam", "shap")
+METHOD_NAMES = {"gradcam": "Grad-CAM", "shap": "Gradient SHAP"}
+
+
+@dataclass
+class Heatmap:
+    """A map in [0, 1] over the original slice (same rows x columns), and what it explains."""
+
+    values: np.ndarray
+    method: str
+    target_index: int
+    target_id: str
+
+
+def explain(classifier: Classifier, values: np.ndarray, window: Window, method: str = "gradcam",
+            target: int | str | None = None, shap_samples: int = 16, seed: int = 0) -> Heatmap:
+    """Explain one slice for a class (default: the predicted one) with Grad-CAM or Gradient SHAP."""
+    if method not in METHODS:
+        raise ValueError(f"unknown explanation method {method!r}; choose one of {', '.join(METHODS)}")
+    model_input, geometry = classifier.prepare(values, window)
+    batch = torch.from_numpy(model_input[None]).to(classifier.device)
+    target_index = _target_index(classifier, batch, target)
+    if method == "gradcam":
+        input_map = _gradcam(classifier, batch, target_index)
+    else:
+        input_map = _gradient_shap(classifier, batch, target_index, shap_samples, seed)
+    from convnest_viewer.inference.preprocess import unletterbox
+
+    return Heatmap(_to_unit_range(unletterbox(input_map, geometry)), method, target_index, classifier.class_ids[target_index])
+
+
+def _target_index(classifier: Classifier, batch: torch.Tensor, target: int | str | None) -> int:
+    if target is None:
+        return int(classifier.logits(batch).argmax(dim=1)[0])
+    if isinstance(target, str):
+        if target not in classifier.class_ids:
+            raise ValueError(f"unknown class {target!r}; the model's classes are {', '.join(classifier.class_ids)}")
+        return classifier.class_ids.index(target)
+    if not 0 <= target < len(classifier.class_ids):
+        raise ValueError(f"class index {target} out of range")
+    return int(target)
+
+
+def _gradcam(classifier: Classifier, batch: torch.Tensor, target: int) -> np.ndarray:
+    from captum.attr import LayerAttribution, LayerGradCam
+
+    model = classifier.model
+    gradcam = LayerGradCam(model, explain_layer(model))
+    with torch.enable_grad():
+        attribution = gradcam.attribute(batch.float(), target=target, relu_attributions=True)
+    size = batch.shape[-1]
+    upsampled = LayerAttribution.interpolate(attribution.detach(), (size, size), interpolate_mode="bilinear")
+    return upsampled[0].sum(dim=0).float().cpu().numpy()
+
+
+def _gradient_shap(classifier: Classifier, batch: torch.Tensor, target: int, samples: int, seed: int) -> np.ndarray:
+    from captum.attr import GradientShap
+
+    shap = GradientShap(classifier.model)
+    devices = [batch.device] if batch.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.enable_grad():
+        torch.manual_seed(seed)
+        baselines = _dark_baselines(classifier, batch)
+        attribution = shap.attribute(batch.float(), baselines=baselines.float(), target=target,
+                                     n_samples=max(1, samples), stdevs=0.09)
+    magnitude = attribution[0].abs().sum(dim=0).detach().float().cpu().numpy()
+    sigma = max(1.0, batch.shape[-1] / 40)
+    return cv2.GaussianBlur(magnitude, (0, 0), sigmaX=sigma, sigmaY=sigma)
+
+
+def _dark_baselines(classifier: Classifier, batch: torch.Tensor, count: int = 8) -> torch.Tensor:
+    """Return the baseline distribution: black slices with faint noise (up to 10% of white)."""
+    spec = classifier.spec
+    pixels = torch.rand((count, *batch.shape[1:]), device=batch.device) * 0.1
+    pixels[0] = 0.0
+    return (pixels - spec.mean[0]) / spec.std[0]
+
+
+def _to_unit_range(values: np.ndarray) -> np.ndarray:
+    values = np.nan_to_num(values.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    values = np.maximum(values, 0.0)
+    top = float(np.percentile(values, 99.9)) if values.size else 0.0
+    if top <= 0:
+        top = float(values.max())
+    if top <= 0:
+        return np.zeros_like(values)
+    return np.clip(values / top, 0.0, 1.0)

@@ -1,0 +1,222 @@
+"""Inference core: model folder checks, shared preprocessing, calibrated predictions, explanations, CLI."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from convnest_viewer.cli import main as cli_main
+from convnest_viewer.inference.card import ModelCard, ModelCardError, PreprocessSpec, default_classes, load_card
+from convnest_viewer.inference.classifier import Classifier, NoModelInstalled, default_model_dir
+from convnest_viewer.inference.explain import explain
+from convnest_viewer.inference.factory import ARCHITECTURES, create_classifier, create_model, explain_layer
+from convnest_viewer.inference.preprocess import letterbox_geometry, preprocess, unletterbox
+from convnest_viewer.inference.weights import write_model_folder
+from convnest_viewer.io import load_study
+from tests.paths import BRAIN_TUMOR_MRI, DICOM
+from tests.synthetic_blobs import WINDOW, blob_slice, train_blob_model
+
+SPEC = PreprocessSpec(size=64, channels=1)
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory):
+    """A randomly initialised test ConvNeXt written as a model folder (fp16, several shards)."""
+    torch.manual_seed(0)
+    card = ModelCard(name="tiny-random", architecture="test_convnext", classes=default_classes(), preprocessing=SPEC)
+    folder = tmp_path_factory.mktemp("models") / "tiny-random"
+    write_model_folder(create_classifier(card), card, folder, shard_bytes=150_000)
+    return folder
+
+
+def _copy(folder, tmp_path):
+    target = tmp_path / folder.name
+    shutil.copytree(folder, target)
+    return target
+
+
+def test_model_folder_round_trip_in_shards(model_folder):
+    card = load_card(model_folder)
+    assert len(card.weights) > 1, "shards were requested"
+    assert card.class_ids == ["glioma", "meningioma", "notumor", "pituitary"]
+    assert card.display_names[2] == "No tumour"
+    classifier = Classifier(model_folder, device="cpu")
+    assert classifier.card.architecture == "test_convnext"
+
+
+def test_a_tampered_weight_byte_is_refused(model_folder, tmp_path):
+    folder = _copy(model_folder, tmp_path)
+    shard = folder / load_card(folder).weights[-1].file
+    data = bytearray(shard.read_bytes())
+    data[-10] ^= 0x01
+    shard.write_bytes(bytes(data))
+    with pytest.raises(ModelCardError, match="sha256"):
+        Classifier(folder, device="cpu")
+
+
+def test_a_pickle_in_the_model_folder_is_refused(model_folder, tmp_path):
+    folder = _copy(model_folder, tmp_path)
+    (folder / "extra.pt").write_bytes(pickle.dumps({"evil": True}))
+    with pytest.raises(ModelCardError, match="pickle"):
+        Classifier(folder, device="cpu")
+
+
+def test_a_card_pointing_at_a_pickle_is_refused(model_folder, tmp_path):
+    folder = _copy(model_folder, tmp_path)
+    card = json.loads((folder / "model_card.json").read_text())
+    card["weights"][0]["file"] = "../model.bin"
+    (folder / "model_card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelCardError):
+        Classifier(folder, device="cpu")
+
+
+def test_an_unlisted_safetensors_file_is_refused(model_folder, tmp_path):
+    folder = _copy(model_folder, tmp_path)
+    shutil.copy(next(folder.glob("*.safetensors")), folder / "other.safetensors")
+    with pytest.raises(ModelCardError, match="not listed"):
+        Classifier(folder, device="cpu")
+
+
+def test_factory_builds_every_named_architecture_with_card_classes_and_channels():
+    for name in ["convnext_tiny", "convnext_small", "convnext_base", "resnet152", "efficientnetv2_b0", "vgg19_bn", "mobilenetv3_large_100"]:
+        assert name in ARCHITECTURES
+    for name in ["convnext_atto", "efficientnetv2_b0", "mobilenetv3_large_100", "resnet152"]:
+        model = create_model(name, num_classes=4, in_chans=1).eval()
+        with torch.no_grad():
+            assert model(torch.zeros(1, 1, 64, 64)).shape == (1, 4)
+        assert explain_layer(model) is not None
+    with pytest.raises(ValueError, match="unknown architecture"):
+        create_model("alexnet", 4)
+
+
+def test_probabilities_sum_to_one_and_temperature_flattens_them(model_folder):
+    classifier = Classifier(model_folder, device="cpu")
+    series = load_study([DICOM / "ge-epi-4d"]).series[0]
+    slices = [(series.pixels(i), series.window(i)) for i in range(6)]
+    predictions = classifier.predict(slices)
+    probs = np.stack([p.probabilities for p in predictions])
+    assert probs.shape == (6, 4)
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-9)
+    classifier.card.temperature = 4.0
+    flatter = np.stack([p.probabilities for p in classifier.predict(slices)])
+    assert np.allclose(flatter.sum(axis=1), 1.0, atol=1e-9)
+    assert np.all(flatter.max(axis=1) <= probs.max(axis=1) + 1e-12)
+
+
+def test_app_and_training_preprocessing_are_equal_on_dataset_images():
+    from training.data import pack_images
+
+    files = sorted((BRAIN_TUMOR_MRI / "Testing" / "meningioma").glob("*.jpg"))[:4]
+    spec = PreprocessSpec(size=160)
+    packed = pack_images(files, spec)
+    from convnest_viewer.inference.preprocess import normalize_uint8
+
+    training_inputs = normalize_uint8(torch.from_numpy(packed[:, None]), spec).numpy()
+    for i, series in enumerate(load_study(files).series):
+        app_input, _ = preprocess(series.pixels(0), series.window(0), spec)
+        assert np.array_equal(app_input, training_inputs[i])
+
+
+def test_letterbox_round_trip_keeps_positions_on_non_square_slices():
+    for rows, cols in [(96, 160), (160, 112), (256, 256), (37, 300)]:
+        geometry = letterbox_geometry(rows, cols, 224)
+        marker = np.zeros((rows, cols), np.float32)
+        marker[rows // 3, cols // 4] = 1000
+        model_input, _ = preprocess(marker, WINDOW, PreprocessSpec(size=224))
+        back = unletterbox(model_input[0] - model_input[0].min(), geometry)
+        assert back.shape == (rows, cols)
+        y, x = np.unravel_index(np.argmax(back), back.shape)
+        assert abs(y - rows // 3) <= max(2, rows / 224 * 2) and abs(x - cols // 4) <= max(2, cols / 224 * 2)
+
+
+@pytest.fixture(scope="module")
+def blob_classifier():
+    model, card = train_blob_model()
+    return Classifier(model=model, card=card, device="cpu")
+
+
+def test_heatmaps_point_at_the_blob_in_original_coordinates(blob_classifier):
+    rng = np.random.default_rng(2024)
+    shapes = [(128, 128), (96, 160), (160, 112), (200, 300)]
+    hits = {"gradcam": 0, "shap": 0}
+    correct, total = 0, 0
+    for shape in shapes * 5:
+        values, centre, radius = blob_slice(rng, shape, with_blob=True)
+        clean, _, _ = blob_slice(rng, shape, with_blob=False)
+        predictions = blob_classifier.predict([(values, WINDOW), (clean, WINDOW)])
+        correct += (predictions[0].predicted == "blob") + (predictions[1].predicted == "clean")
+        total += 1
+        for method in hits:
+            heatmap = explain(blob_classifier, values, WINDOW, method, target="blob", shap_samples=32)
+            assert heatmap.values.shape == shape, "maps come back in the original slice geometry"
+            assert 0.0 <= heatmap.values.min() and heatmap.values.max() == pytest.approx(1.0)
+            y, x = np.unravel_index(np.argmax(heatmap.values), shape)
+            hits[method] += np.hypot(y - centre[0], x - centre[1]) <= radius
+    assert correct / (2 * total) >= 0.95, "the tiny model must have learnt the task first"
+    assert hits["gradcam"] >= 0.9 * total, hits
+    assert hits["shap"] >= 0.9 * total, hits
+
+
+def test_explaining_a_chosen_class_and_bad_requests(blob_classifier):
+    values, _, _ = blob_slice(np.random.default_rng(1), (96, 160), with_blob=True)
+    heatmap = explain(blob_classifier, values, WINDOW, "gradcam", target="clean")
+    assert heatmap.target_id == "clean" and heatmap.target_index == 1
+    with pytest.raises(ValueError):
+        explain(blob_classifier, values, WINDOW, "lime")
+    with pytest.raises(ValueError):
+        explain(blob_classifier, values, WINDOW, "gradcam", target="tumour")
+
+
+def test_no_installed_model_is_said_clearly(monkeypatch, tmp_path):
+    monkeypatch.setenv("CONVNEST_RESOURCES", str(tmp_path))
+    with pytest.raises(NoModelInstalled, match="no trained model is installed"):
+        default_model_dir()
+    assert cli_main(["classify", str(DICOM / "ge-epi-4d")]) == 3
+
+
+def test_classify_cli_end_to_end_on_mprage_and_dataset_jpegs(model_folder, tmp_path, capsys):
+    jpegs = sorted((BRAIN_TUMOR_MRI / "Testing" / "pituitary").glob("*.jpg"))[:2]
+    paths = [str(DICOM / "sagittal-mprage"), *map(str, jpegs)]
+    code = cli_main(["classify", *paths, "--model", str(model_folder), "--device", "cpu", "--json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["model"]["name"] == "tiny-random" and len(report["model"]["sha256"]) == 64
+    assert [s["path"] for s in report["series"]] == paths, "series in the order of the paths given"
+    mprage = report["series"][0]
+    assert len(mprage["slices"]) == 192
+    assert [s["index"] for s in mprage["slices"]] == list(range(192))
+    for item in mprage["slices"]:
+        assert set(item["probabilities"]) == {"glioma", "meningioma", "notumor", "pituitary"}
+        assert sum(item["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert item["predicted"] == max(item["probabilities"], key=item["probabilities"].get)
+    assert {s["path"].split("/")[-1] for s in report["skipped"]} == {"LICENSE", "README.md"}
+
+    out = tmp_path / "overlays"
+    code = cli_main(["classify", *map(str, jpegs), "--model", str(model_folder), "--device", "cpu",
+                     "--explain", "gradcam", "--out", str(out)])
+    assert code == 0
+    overlays = sorted(out.rglob("*.png"))
+    assert len(overlays) == 2
+    import cv2
+
+    assert cv2.imread(str(overlays[0])).shape == (224, 224, 3)
+    assert "pituitary" in capsys.readouterr().out
+
+
+def test_classify_cli_errors(model_folder, tmp_path):
+    assert cli_main(["classify", str(tmp_path / "missing"), "--model", str(model_folder)]) == 2
+    tampered = _copy(model_folder, tmp_path)
+    card = json.loads((tampered / "model_card.json").read_text())
+    card["weights"][0]["sha256"] = "0" * 64
+    (tampered / "model_card.json").write_text(json.dumps(card))
+    result = subprocess.run([sys.executable, "-m", "convnest_viewer", "classify", str(DICOM / "ge-epi-4d"),
+                             "--model", str(tampered)], capture_output=True, text=True)
+    assert result.returncode == 3
+    assert "sha256" in result.stderr and "refus" in result.stderr

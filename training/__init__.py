@@ -1,0 +1,1 @@
+"""Training module: datasets, leakage audit and splits, training, evaluation, export, benchmarks."""
