@@ -72,3 +72,93 @@ def pack_images(paths: Sequence[Path], spec: PreprocessSpec, workers: int = 0) -
 def labels_of(records: Iterable[ImageRecord]) -> np.ndarray:
     """Return the labels of records as an int64 array."""
     return np.array([r.label for r in records], dtype=np.int64)
+
+
+THUMB_SIZE = 32
+
+
+def thumbnail(path: Path) -> np.ndarray:
+    """Return the image squashed to 32x32 grayscale (for near-duplicate search, not for the model)."""
+    import cv2
+
+    gray = to_grayscale(read_raster(path)).astype(np.float32)
+    return cv2.resize(gray, (THUMB_SIZE, THUMB_SIZE), interpolation=cv2.INTER_AREA)
+
+
+@dataclass
+class PackedDataset:
+    """Images as the model sees them (uint8), with labels, official split, source, paths, thumbnails."""
+
+    images: np.ndarray  # (N, size, size) uint8
+    labels: np.ndarray  # (N,) int64
+    split: np.ndarray  # (N,) str: "train" | "test"
+    source: np.ndarray  # (N,) str
+    paths: np.ndarray  # (N,) str, as listed
+    thumbs: np.ndarray  # (N, 32, 32) float32
+    size: int
+    preprocessing: str
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, mask_or_index) -> "PackedDataset":
+        """Return the rows selected by a boolean mask or an index array."""
+        pick = np.asarray(mask_or_index)
+        return PackedDataset(self.images[pick], self.labels[pick], self.split[pick], self.source[pick],
+                             self.paths[pick], self.thumbs[pick], self.size, self.preprocessing)
+
+    def save(self, path: Path, jpeg_quality: int | None = None) -> Path:
+        """Write one compact .npz (no pickles); JPEG-compress the images when a quality is given."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = dict(labels=self.labels.astype(np.int8), split=self.split, source=self.source, paths=self.paths,
+                      thumbs=np.clip(np.rint(self.thumbs), 0, 255).astype(np.uint8),
+                      size=np.array(self.size), preprocessing=np.array(self.preprocessing))
+        if jpeg_quality:
+            import cv2
+
+            blobs = [cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])[1].ravel() for image in self.images]
+            arrays["jpeg_offsets"] = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
+            arrays["jpeg_bytes"] = np.concatenate(blobs) if blobs else np.zeros(0, np.uint8)
+        else:
+            arrays["images"] = self.images
+        np.savez(path, **arrays)
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> "PackedDataset":
+        """Read a packed dataset written by save()."""
+        with np.load(path, allow_pickle=False) as data:
+            if "images" in data:
+                images = data["images"]
+            else:
+                import cv2
+
+                offsets, blob = data["jpeg_offsets"], data["jpeg_bytes"]
+                images = np.stack([cv2.imdecode(blob[offsets[i]:offsets[i + 1]], cv2.IMREAD_GRAYSCALE)
+                                   for i in range(len(offsets) - 1)])
+            return cls(images=images, labels=data["labels"].astype(np.int64), split=data["split"], source=data["source"],
+                       paths=data["paths"], thumbs=data["thumbs"].astype(np.float32), size=int(data["size"]),
+                       preprocessing=str(data["preprocessing"]))
+
+
+def pack_dataset(records: Sequence[ImageRecord], spec: PreprocessSpec, workers: int = 2) -> PackedDataset:
+    """Read records through the app's preprocessing into a PackedDataset."""
+    paths = [r.path for r in records]
+    if workers and len(paths) > 256:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers) as pool:
+            thumbs = list(pool.map(thumbnail, paths, chunksize=64))
+    else:
+        thumbs = [thumbnail(p) for p in paths]
+    return PackedDataset(
+        images=pack_images(paths, spec, workers),
+        labels=labels_of(records),
+        split=np.array([r.split for r in records]),
+        source=np.array([r.source for r in records]),
+        paths=np.array([str(p) for p in paths]),
+        thumbs=np.stack(thumbs) if thumbs else np.zeros((0, THUMB_SIZE, THUMB_SIZE), np.float32),
+        size=spec.size,
+        preprocessing=spec.version,
+    )

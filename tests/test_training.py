@@ -1,0 +1,204 @@
+"""Training module: packing, leakage audit and splits, metrics, resume, and an end-to-end export."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from convnest_viewer.inference.card import CLASS_IDS, PreprocessSpec
+from convnest_viewer.inference.classifier import Classifier
+from convnest_viewer.io import load_study
+from training.cli import main as training_main
+from training.data import PackedDataset, list_dataset, pack_dataset
+from training.dedup import duplicate_groups, identical_files, leak_table, near_duplicate_pairs
+from training.metrics import classification_metrics, expected_calibration_error, fit_temperature, softmax
+from training.splits import group_kfold, group_split, groups_straddle
+from training.train import Trainer, TrainConfig
+from tests.paths import BRAIN_TUMOR_MRI
+
+SIZE = 64
+
+
+def _few_records(per_class_split: int = 8):
+    """Return the first images of each class in each official split."""
+    records = list_dataset(BRAIN_TUMOR_MRI)
+    picked, counts = [], {}
+    for record in records:
+        key = (record.split, record.label)
+        if counts.get(key, 0) < per_class_split:
+            picked.append(record)
+            counts[key] = counts.get(key, 0) + 1
+    return picked
+
+
+@pytest.fixture(scope="module")
+def small_pack(tmp_path_factory):
+    """A few dozen real images packed at 64 px and saved/loaded through the compact format."""
+    data = pack_dataset(_few_records(), PreprocessSpec(size=SIZE))
+    path = data.save(tmp_path_factory.mktemp("pack") / "small.npz")
+    return PackedDataset.load(path), path
+
+
+def test_listing_maps_both_datasets_to_our_class_ids(shared):
+    btm = list_dataset(BRAIN_TUMOR_MRI)
+    assert len(btm) == 5708 + 1311
+    assert sum(r.split == "test" for r in btm) == 1311
+    sartaj = list_dataset(shared / "data" / "sartaj")
+    assert len(sartaj) == 2870 + 394
+    folders = {r.path.parent.name: CLASS_IDS[r.label] for r in sartaj}
+    assert folders == {"glioma_tumor": "glioma", "meningioma_tumor": "meningioma", "no_tumor": "notumor", "pituitary_tumor": "pituitary"}
+
+
+def test_packed_file_round_trips_raw_and_jpeg(small_pack, tmp_path):
+    data, path = small_pack
+    assert data.images.shape == (64, SIZE, SIZE) and data.images.dtype == np.uint8
+    assert np.bincount(data.labels).tolist() == [16, 16, 16, 16]
+    compact = PackedDataset.load(data.save(tmp_path / "small-jpeg.npz", jpeg_quality=75))
+    assert (tmp_path / "small-jpeg.npz").stat().st_size < path.stat().st_size / 2
+    error = np.abs(compact.images.astype(int) - data.images.astype(int)).mean()
+    assert error < 4.0  # JPEG quality 75 on 64 px images
+    assert np.array_equal(compact.labels, data.labels) and list(compact.paths) == list(data.paths)
+
+
+def test_audit_finds_the_byte_identical_duplicates_across_official_splits():
+    records = list_dataset(BRAIN_TUMOR_MRI)
+    train = [str(r.path) for r in records if r.split == "train"]
+    test = [str(r.path) for r in records if r.split == "test"]
+    identical = identical_files(test, train)
+    assert len(identical) > 100, "the official split is known to leak byte-identical images"
+    for test_path, train_path in identical[:20]:
+        assert open(test_path, "rb").read() == open(train_path, "rb").read()
+        assert "/Testing/" in test_path and "/Training/" in train_path
+    # and the correlation audit flags each of them as a near-duplicate
+    spec = PreprocessSpec(size=SIZE)
+    from training.data import thumbnail
+
+    test_thumbs = np.stack([thumbnail(p) for p, _ in identical[:20]])
+    train_thumbs = np.stack([thumbnail(p) for _, p in identical[:20]])
+    rows = leak_table(test_thumbs, np.zeros(20, int), train_thumbs, CLASS_IDS)
+    assert rows[-1]["near_duplicates_0.99"] == 20
+    assert spec.size == SIZE
+
+
+def test_duplicate_groups_never_straddle_splits():
+    rng = np.random.default_rng(0)
+    base = rng.random((40, 32, 32)).astype(np.float32) * 255
+    copies = base[:10] + rng.normal(0, 1, (10, 32, 32)).astype(np.float32)  # near-duplicates of the first 10
+    thumbs = np.concatenate([base, copies])
+    pairs = near_duplicate_pairs(thumbs)
+    assert {(int(i), int(j)) for i, j in pairs} == {(i, 40 + i) for i in range(10)}
+    groups = duplicate_groups(len(thumbs), pairs)
+    assert len(np.unique(groups)) == 40
+    labels = np.arange(50) % 4
+    labels[40:] = labels[:10]
+    rest, held = group_split(labels, groups, 0.2, seed=1)
+    assert not groups_straddle(groups, rest, held)
+    for train, test in group_kfold(labels, groups, k=3, seed=0):
+        assert not groups_straddle(groups, train, test)
+    assert groups_straddle(groups, np.array([0]), np.array([40])), "the check itself detects a straddling group"
+
+
+def test_metrics_agree_with_a_known_confusion_matrix():
+    confusion = np.array([[50, 2, 3, 0], [4, 40, 5, 1], [0, 1, 60, 4], [2, 0, 3, 45]])
+    y_true = np.repeat(np.arange(4), confusion.sum(axis=1))
+    y_pred = np.concatenate([np.repeat(np.arange(4), row) for row in confusion])
+    probabilities = np.eye(4)[y_pred] * 0.7 + 0.075  # confident in the predicted class, rows sum to 1
+    metrics = classification_metrics(y_true, probabilities, CLASS_IDS)
+    assert metrics["confusion_matrix"] == confusion.tolist()
+    n = confusion.sum()
+    assert metrics["accuracy"] == pytest.approx(np.trace(confusion) / n)
+    precision = np.diag(confusion) / confusion.sum(axis=0)
+    recall = np.diag(confusion) / confusion.sum(axis=1)
+    f1 = 2 * precision * recall / (precision + recall)
+    for i, class_id in enumerate(CLASS_IDS):
+        assert metrics["per_class"][class_id]["precision"] == pytest.approx(precision[i])
+        assert metrics["per_class"][class_id]["recall"] == pytest.approx(recall[i])
+    assert metrics["macro_f1"] == pytest.approx(f1.mean())
+    observed = np.trace(confusion) / n
+    expected = (confusion.sum(axis=0) * confusion.sum(axis=1)).sum() / n**2
+    assert metrics["cohen_kappa"] == pytest.approx((observed - expected) / (1 - expected))
+    # every prediction has confidence 0.775, so the ECE is |accuracy - 0.775|
+    assert metrics["ece"] == pytest.approx(abs(observed - 0.775))
+
+
+def test_temperature_scaling_recovers_a_known_temperature():
+    rng = np.random.default_rng(3)
+    true_logits = rng.normal(0, 3, (4000, 4))
+    labels = np.array([rng.choice(4, p=p) for p in softmax(true_logits)])
+    overconfident = true_logits * 2.5  # a model whose logits are 2.5x too large
+    temperature = fit_temperature(overconfident, labels)
+    assert temperature == pytest.approx(2.5, rel=0.1)
+    assert expected_calibration_error(labels, softmax(overconfident, temperature)) < expected_calibration_error(labels, softmax(overconfident))
+
+
+def _config(**overrides) -> TrainConfig:
+    values = dict(architecture="test_convnext", size=SIZE, epochs=2, batch_size=8, lr=2e-3, warmup_epochs=0.5,
+                  ema_decay=0.9, val_fraction=0.2, seed=7, device="cpu")
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_resume_gives_the_same_result_as_an_uninterrupted_run(small_pack, tmp_path):
+    data, _ = small_pack
+    straight = Trainer(_config(), data, tmp_path / "straight")
+    straight.fit(progress=False)
+    interrupted = Trainer(_config(), data, tmp_path / "resumed")
+    interrupted.fit(stop_after_epochs=1, progress=False)
+    resumed = Trainer(_config(), data, tmp_path / "resumed")
+    assert resumed.load_checkpoint() and resumed.epoch == 1
+    resumed.fit(progress=False)
+    for name, tensor in straight.model.state_dict().items():
+        assert torch.equal(tensor, resumed.model.state_dict()[name]), name
+    for name, tensor in straight.final_model.state_dict().items():
+        assert torch.equal(tensor, resumed.final_model.state_dict()[name]), f"EMA {name}"
+    assert [row["train_loss"] for row in straight.history] == [row["train_loss"] for row in resumed.history]
+    log = (tmp_path / "straight" / "log.csv").read_text().splitlines()
+    assert len(log) == 3 and log[0].startswith("epoch")
+    assert (tmp_path / "straight" / "curves.png").stat().st_size > 1000
+
+
+def test_validation_split_is_leakage_aware(small_pack, tmp_path):
+    data, _ = small_pack
+    trainer = Trainer(_config(), data, tmp_path / "run")
+    split = trainer.split
+    assert set(split.train).isdisjoint(split.val) and len(split.val) > 0
+    assert all(data.split[i] == "test" for i in split.test)
+    from training.dedup import max_correlation
+
+    best, _ = max_correlation(data.thumbs[split.val], data.thumbs[split.train])
+    assert best.max() < 0.99, "no validation image has a near-duplicate in training"
+
+
+def test_tiny_end_to_end_run_exports_a_model_the_app_loads(small_pack, tmp_path, capsys):
+    data, pack_path = small_pack
+    run = tmp_path / "run"
+    assert training_main(["train", str(pack_path), "--run", str(run), "--architecture", "test_convnext", "--size", str(SIZE),
+                          "--epochs", "2", "--batch-size", "8", "--val-fraction", "0.2", "--device", "cpu"]) == 0
+    assert training_main(["evaluate", str(pack_path), "--run", str(run), "--out", str(tmp_path / "report")]) == 0
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    for key in ("official_test", "leakage_free_test", "validation"):
+        assert {"accuracy", "macro_f1", "cohen_kappa", "macro_auc_ovr", "ece", "per_class", "confusion_matrix"} <= set(report[key])
+    assert report["official_test"]["n"] == 32
+    assert (tmp_path / "report" / "confusion_official_test.png").is_file()
+    assert "| Official test split | 32 |" in (tmp_path / "report" / "report.md").read_text()
+    models = tmp_path / "models"
+    assert training_main(["export", str(pack_path), "--run", str(run), "--report", str(tmp_path / "report" / "report.json"),
+                          "--name", "tiny", "--dest", str(models), "--default"]) == 0
+    assert (models / "DEFAULT").read_text().strip() == "tiny"
+    classifier = Classifier(models / "tiny", device="cpu")
+    assert classifier.card.temperature == pytest.approx(report["temperature"])
+    assert classifier.card.metrics["official_test"]["accuracy"] == pytest.approx(report["official_test"]["accuracy"])
+    image = BRAIN_TUMOR_MRI / "Testing" / "glioma" / "Te-gl_0010.jpg"
+    series = load_study([image]).series[0]
+    (prediction,) = classifier.predict([(series.pixels(0), series.window(0))])
+    assert prediction.probabilities.sum() == pytest.approx(1.0)
+    # the exported weights reproduce the trained model's outputs (fp16 rounding aside)
+    trainer = Trainer(TrainConfig.from_dict(json.loads((run / "config.json").read_text())), data, run)
+    trainer.load_checkpoint()
+    inputs = torch.from_numpy(classifier.prepare(series.pixels(0), series.window(0))[0][None])
+    with torch.no_grad():
+        expected = torch.softmax(trainer.final_model.eval()(inputs).double() / classifier.card.temperature, 1)[0].numpy()
+    assert np.allclose(prediction.probabilities, expected, atol=2e-2)

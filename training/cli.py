@@ -1,0 +1,151 @@
+"""Training commands: pack, audit, train, evaluate, export (also `python -m training`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+
+def add_training_parsers(commands) -> None:
+    """Register the training subcommands on an argparse subparsers object."""
+    from training.train import TrainConfig
+
+    pack = commands.add_parser("pack", help="pack folder-per-class datasets into one compact file")
+    pack.add_argument("sources", nargs="+", type=Path, help="dataset roots (brain-tumor-mri, sartaj)")
+    pack.add_argument("--out", type=Path, required=True, help="output .npz")
+    pack.add_argument("--size", type=int, default=224, help="model input size (default 224)")
+    pack.add_argument("--jpeg-quality", type=int, default=0, help="store JPEG bytes at this quality (0: raw)")
+    pack.set_defaults(handler=_run_pack)
+
+    audit = commands.add_parser("audit", help="print the leak table of a packed dataset")
+    audit.add_argument("data", type=Path, help="packed .npz")
+    audit.add_argument("--source", default="brain-tumor-mri")
+    audit.add_argument("--json", action="store_true")
+    audit.set_defaults(handler=_run_audit)
+
+    train = commands.add_parser("train", help="train a model on a packed dataset")
+    train.add_argument("data", type=Path, help="packed .npz")
+    train.add_argument("--run", type=Path, required=True, help="run folder (config, log, checkpoint)")
+    train.add_argument("--resume", action="store_true", help="continue the run folder's checkpoint")
+    train.add_argument("--stop-after", type=int, help="stop after this many epochs (resume later)")
+    defaults = TrainConfig()
+    for item in fields(TrainConfig):
+        if item.name == "augment":
+            continue
+        value = getattr(defaults, item.name)
+        kind = type(value)
+        if kind is bool:
+            train.add_argument(f"--{item.name.replace('_', '-')}", type=lambda s: s.lower() in ("1", "true", "yes"), default=value)
+        else:
+            train.add_argument(f"--{item.name.replace('_', '-')}", type=kind, default=value)
+    train.set_defaults(handler=_run_train)
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a run and write a report folder")
+    evaluate.add_argument("data", type=Path, help="packed .npz (with the test split; SARTAJ for cross-dataset)")
+    evaluate.add_argument("--run", type=Path, required=True)
+    evaluate.add_argument("--out", type=Path, required=True, help="report folder")
+    evaluate.set_defaults(handler=_run_evaluate)
+
+    export = commands.add_parser("export", help="export a run as an app model folder")
+    export.add_argument("data", type=Path, help="the packed .npz the run trained on")
+    export.add_argument("--run", type=Path, required=True)
+    export.add_argument("--report", type=Path, required=True, help="report.json written by evaluate")
+    export.add_argument("--name", required=True)
+    export.add_argument("--dest", type=Path, default=None, help="models folder (default: resources/models)")
+    export.add_argument("--default", action="store_true", help="make it the app's default model")
+    export.set_defaults(handler=_run_export)
+
+
+def _run_pack(args) -> int:
+    from convnest_viewer.inference.card import PreprocessSpec
+    from training.data import list_dataset, pack_dataset
+
+    records = [record for source in args.sources for record in list_dataset(source)]
+    data = pack_dataset(records, PreprocessSpec(size=args.size))
+    path = data.save(args.out, jpeg_quality=args.jpeg_quality or None)
+    print(f"packed {len(data)} images at {args.size} px into {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+def _run_audit(args) -> int:
+    from convnest_viewer.inference.card import CLASS_IDS
+    from convnest_viewer.text_table import format_table
+    from training.data import PackedDataset
+    from training.dedup import identical_files, leak_table
+
+    data = PackedDataset.load(args.data)
+    source = data.source == args.source
+    train, test = source & (data.split == "train"), source & (data.split == "test")
+    rows = leak_table(data.thumbs[test], data.labels[test], data.thumbs[train], CLASS_IDS)
+    identical = identical_files(list(data.paths[test]), list(data.paths[train]))
+    report = {"source": args.source, "rows": rows, "byte_identical": [{"test": a, "train": b} for a, b in identical]}
+    others = sorted(set(data.source) - {args.source})
+    for other in others:
+        mask = data.source == other
+        report.setdefault("other_sources", {})[other] = leak_table(data.thumbs[mask], data.labels[mask], data.thumbs[source], CLASS_IDS)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    keys = [k for k in rows[0] if k.startswith("near_duplicates_")]
+    print(f"Official test images of {args.source} with a near-duplicate in its training split")
+    print(format_table(["class", "test images", *[f"r >= {k.split('_')[-1]}" for k in keys]],
+                       [[r["class"], str(r["test_images"]), *[f"{r[k]} ({r[k] / max(r['test_images'], 1):.0%})" for k in keys]] for r in rows]))
+    print(f"\nByte-identical files across the splits: {len(identical)}")
+    for other in others:
+        print(f"\n{other} images with a near-duplicate in {args.source} (both splits)")
+        other_rows = report["other_sources"][other]
+        print(format_table(["class", "images", *[f"r >= {k.split('_')[-1]}" for k in keys]],
+                           [[r["class"], str(r["test_images"]), *[str(r[k]) for k in keys]] for r in other_rows]))
+    return 0
+
+
+def _run_train(args) -> int:
+    from training.data import PackedDataset
+    from training.train import Trainer, TrainConfig
+
+    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.name != "augment"}
+    config = TrainConfig(**values)
+    if args.resume and (args.run / "config.json").is_file():
+        config = TrainConfig.from_dict(json.loads((args.run / "config.json").read_text()))
+    data = PackedDataset.load(args.data)
+    trainer = Trainer(config, data, args.run)
+    if args.resume and trainer.load_checkpoint():
+        print(f"resuming {args.run} after epoch {trainer.epoch}", file=sys.stderr)
+    history = trainer.fit(stop_after_epochs=args.stop_after)
+    if history:
+        last = history[-1]
+        print(json.dumps({k: last[k] for k in sorted(last)}, indent=1))
+    return 0
+
+
+def _run_evaluate(args) -> int:
+    from training.data import PackedDataset
+    from training.evaluate import evaluate_run
+
+    report = evaluate_run(args.run, PackedDataset.load(args.data), args.out)
+    print((args.out / "report.md").read_text())
+    return 0 if report else 1
+
+
+def _run_export(args) -> int:
+    from convnest_viewer.paths import models_dir
+    from training.data import PackedDataset
+    from training.export import export_run
+
+    folder = export_run(args.run, args.report, args.name, args.dest or models_dir(), args.default, PackedDataset.load(args.data))
+    print(f"exported {folder}")
+    return 0
+
+
+def main(argv=None) -> int:
+    """Run the training commands standalone."""
+    parser = argparse.ArgumentParser(prog="python -m training", description="ConvNeXt viewer training module")
+    add_training_parsers(parser.add_subparsers(title="commands", metavar="COMMAND"))
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    return int(args.handler(args) or 0)

@@ -1,0 +1,44 @@
+"""Export a trained run as an app model folder: fp16 safetensors shards and a model card with metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from convnest_viewer.inference.classifier import DEFAULT_MODEL_FILE
+from convnest_viewer.inference.weights import write_model_folder
+
+REPORT_SECTIONS = ("official_test", "leakage_free_test", "strict_leakage_free_test", "cross_dataset", "validation")
+HEADLINE = ("n", "accuracy", "macro_f1", "cohen_kappa", "macro_auc_ovr", "ece", "ece_uncalibrated", "excluded_near_duplicates")
+
+
+def export_run(run_dir: Path, report_path: Path, name: str, dest: Path, make_default: bool = False,
+               data=None) -> Path:
+    """Write dest/name/ (weights + card) from a run's final weights and its evaluation report."""
+    from training.data import PackedDataset  # noqa: F401  (data is a PackedDataset)
+    from training.train import Trainer, TrainConfig
+
+    run_dir = Path(run_dir)
+    report = json.loads(Path(report_path).read_text())
+    config = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    trainer = Trainer(config, data, run_dir)
+    if not trainer.load_checkpoint():
+        raise FileNotFoundError(f"{run_dir}: no checkpoint to export")
+    card = config.card(name)
+    card.temperature = float(report["temperature"])
+    card.training = report.get("training", {})
+    card.metrics = {
+        key: {k: report[key][k] for k in HEADLINE if k in report[key]} | {"per_class": report[key].get("per_class")}
+        for key in REPORT_SECTIONS if report.get(key, {}).get("n")
+    }
+    card.metrics["definitions"] = {
+        "leakage_free_test": "official test images with no near-duplicate (32x32 thumbnail correlation >= 0.99) among the training images",
+        "strict_leakage_free_test": "the same with a 0.97 threshold",
+        "cross_dataset": "SARTAJ images with no near-duplicate (>= 0.99) among the training images; its glioma labels are known to be noisy",
+        "ece": "expected calibration error (15 bins) after temperature scaling fitted on validation",
+    }
+    folder = Path(dest) / name
+    write_model_folder(trainer.final_model.cpu(), card, folder)
+    if make_default:
+        (Path(dest) / DEFAULT_MODEL_FILE).write_text(name + "\n")
+    return folder
