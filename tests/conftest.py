@@ -1,11 +1,12 @@
-"""Test session set-up: Qt offscreen, no user settings touched, shared-data fixture."""
+"""Test session set-up: Qt offscreen, settings in a throw-away file, shared-data fixture."""
 
 import os
+import tempfile
 
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-os.environ.setdefault("CONVNEST_SETTINGS_SCOPE", "tests")  # the viewer keeps test settings apart
+os.environ.setdefault("CONVNEST_SETTINGS_FILE", os.path.join(tempfile.mkdtemp(prefix="convnest-tests-"), "settings.ini"))
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,119 @@
+"""Per-slice model results kept for a session, keyed by (model, series, volume, slice); no Qt."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from convnest_viewer.inference.explain import Heatmap
+
+NO_TUMOUR = "notumor"
+
+
+@dataclass(frozen=True)
+class HeatmapKey:
+    """What a cached heatmap explains."""
+
+    model_id: str
+    series_key: str
+    volume: int
+    index: int
+    method: str
+    target_index: int
+
+
+class ResultStore:
+    """Thread-safe cache of slice probabilities and (memory-bounded) heatmaps."""
+
+    def __init__(self, max_heatmaps: int = 256) -> None:
+        self._probabilities: dict[tuple[str, str, int, int], np.ndarray] = {}
+        self._heatmaps: OrderedDict[HeatmapKey, Heatmap] = OrderedDict()
+        self._max_heatmaps = max_heatmaps
+        self._lock = threading.Lock()
+
+    def put_probabilities(self, model_id: str, series_key: str, volume: int, index: int, probabilities: np.ndarray) -> None:
+        """Store one slice's calibrated probabilities."""
+        with self._lock:
+            self._probabilities[(model_id, series_key, volume, index)] = np.asarray(probabilities, np.float64)
+
+    def probabilities(self, model_id: str, series_key: str, volume: int, index: int) -> np.ndarray | None:
+        """Return one slice's probabilities, or None if not classified yet."""
+        with self._lock:
+            return self._probabilities.get((model_id, series_key, volume, index))
+
+    def series_probabilities(self, model_id: str, series_key: str, volume: int, n_slices: int, n_classes: int) -> np.ndarray:
+        """Return (n_slices, n_classes) probabilities of a volume, NaN where not classified yet."""
+        table = np.full((n_slices, n_classes), np.nan)
+        with self._lock:
+            for index in range(n_slices):
+                value = self._probabilities.get((model_id, series_key, volume, index))
+                if value is not None:
+                    table[index] = value
+        return table
+
+    def classified(self, model_id: str, series_key: str) -> set[tuple[int, int]]:
+        """Return the (volume, index) pairs of a series already classified by a model."""
+        with self._lock:
+            return {(v, i) for (m, s, v, i) in self._probabilities if m == model_id and s == series_key}
+
+    def put_heatmap(self, key: HeatmapKey, heatmap: Heatmap) -> None:
+        """Store a heatmap, dropping the oldest beyond the bound."""
+        with self._lock:
+            self._heatmaps[key] = heatmap
+            self._heatmaps.move_to_end(key)
+            while len(self._heatmaps) > self._max_heatmaps:
+                self._heatmaps.popitem(last=False)
+
+    def heatmap(self, key: HeatmapKey) -> Heatmap | None:
+        """Return a cached heatmap, or None."""
+        with self._lock:
+            found = self._heatmaps.get(key)
+            if found is not None:
+                self._heatmaps.move_to_end(key)
+            return found
+
+
+@dataclass
+class SeriesSummary:
+    """What the model says about a whole volume, in a sentence and in numbers."""
+
+    classified: int
+    total: int
+    counts: dict[str, int]  # slices per predicted class
+    peak: dict[str, tuple[int, float]]  # class -> (slice index, highest probability)
+    finding: str | None  # the tumour class with the strongest evidence, if any slice predicts one
+    key_slices: list[int]  # most confident slice per predicted tumour class (or the most normal slice)
+
+    def sentence(self, display_names: dict[str, str]) -> str:
+        """Return a one-line summary for people."""
+        if self.classified == 0:
+            return "Not classified yet."
+        prefix = "" if self.classified == self.total else f"{self.classified}/{self.total} slices so far: "
+        if self.finding is None:
+            return prefix + f"no tumour class predicted on any of {self.classified} slices."
+        index, probability = self.peak[self.finding]
+        return prefix + (f"{display_names.get(self.finding, self.finding)} predicted on {self.counts[self.finding]} "
+                         f"slice(s), strongest on slice {index + 1} ({probability:.0%}).")
+
+
+def summarize(probabilities: np.ndarray, class_ids: Sequence[str]) -> SeriesSummary:
+    """Summarise a volume's (n_slices, n_classes) probabilities (NaN rows: not classified yet)."""
+    done = ~np.isnan(probabilities).any(axis=1)
+    rows = np.flatnonzero(done)
+    predicted = probabilities[rows].argmax(axis=1) if len(rows) else np.zeros(0, int)
+    counts = {c: int((predicted == i).sum()) for i, c in enumerate(class_ids)}
+    peak = {}
+    for i, class_id in enumerate(class_ids):
+        if len(rows):
+            best = rows[int(np.argmax(probabilities[rows, i]))]
+            peak[class_id] = (int(best), float(probabilities[best, i]))
+    tumour_classes = [c for c in class_ids if c != NO_TUMOUR and counts.get(c)]
+    finding = max(tumour_classes, key=lambda c: (peak[c][1], counts[c])) if tumour_classes else None
+    key_slices = sorted({peak[c][0] for c in tumour_classes})
+    if not key_slices and NO_TUMOUR in peak:
+        key_slices = [peak[NO_TUMOUR][0]]
+    return SeriesSummary(int(done.sum()), len(probabilities), counts, peak, finding, key_slices)

@@ -1,0 +1,108 @@
+"""`convnest-viewer --self-test`: drive the real window end to end and print a JSON summary."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PySide6.QtCore import QEventLoop
+from PySide6.QtWidgets import QApplication
+
+from convnest_viewer import __version__
+
+
+class SelfTestFailure(RuntimeError):
+    """The self-test found something that does not work."""
+
+
+def wait_until(predicate: Callable[[], bool], deadline: float, what: str) -> None:
+    """Process Qt events until predicate() is true; raise SelfTestFailure at the deadline."""
+    app = QApplication.instance()
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise SelfTestFailure(f"timed out waiting for {what}")
+        app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
+        time.sleep(0.002)
+
+
+def run_self_test(window, paths: list[str], screenshot: Path | None, timeout: float) -> int:
+    """Open paths, classify every slice through the GUI worker, make both heatmaps; return 0 or 1."""
+    started = time.monotonic()
+    deadline = started + timeout
+    summary: dict = {"ok": False, "version": __version__, "paths": paths}
+    window.interactive = False
+    try:
+        _run(window, paths, deadline, summary)
+        if screenshot is not None:
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            if not window.grab().save(str(screenshot), "PNG"):
+                raise SelfTestFailure(f"{screenshot}: could not save the screenshot")
+            summary["screenshot"] = str(screenshot)
+        summary["ok"] = True
+    except SelfTestFailure as exc:
+        summary["error"] = str(exc)
+    except Exception as exc:  # report anything unexpected as a failure, never a hang
+        summary["error"] = f"{type(exc).__name__}: {exc}"
+    summary["seconds"] = round(time.monotonic() - started, 2)
+    print(json.dumps(summary, indent=2))
+    sys.stdout.flush()
+    window.close()
+    return 0 if summary["ok"] else 1
+
+
+def _run(window, paths: list[str], deadline: float, summary: dict) -> None:
+    loaded = []
+    window.studyLoaded.connect(loaded.append)
+    window.open_paths(paths)
+    wait_until(lambda: bool(loaded), deadline, "the study to load")
+    result = loaded[0]
+    summary["skipped"] = len(result.skipped)
+    if not result.series:
+        raise SelfTestFailure("no image series found in " + ", ".join(paths))
+    wait_until(lambda: bool(window.model_id) or window.model_error is not None, deadline, "the model to load")
+    if window.model_error:
+        raise SelfTestFailure(f"model not loaded: {window.model_error}")
+    summary["model"] = {"name": window.model_name, "sha256": window.model_id}
+    summary["device"] = window.worker.classifier.device_name
+    summary["series"] = [_classify_series(window, series, deadline) for series in result.series]
+    window.browser.select(result.series[0].key)
+    wait_until(lambda: window.series is result.series[0], deadline, "the first series to show")
+    summary["heatmaps"] = {method: _heatmap(window, method, deadline) for method in ("gradcam", "shap")}
+
+
+def _classify_series(window, series, deadline: float) -> dict:
+    window.browser.select(series.key)
+    wait_until(lambda: window.series is series, deadline, f"series {series.description!r} to show")
+    total = series.n_slices * series.n_volumes
+    wait_until(lambda: len(window.store.classified(window.model_id, series.key)) >= total, deadline,
+               f"every slice of {series.description!r} to be classified")
+    predicted: dict[str, int] = {}
+    for volume in range(series.n_volumes):
+        for index in range(series.n_slices):
+            probabilities = window.store.probabilities(window.model_id, series.key, volume, index)
+            if probabilities is None or not np.isclose(probabilities.sum(), 1.0, atol=1e-4):
+                raise SelfTestFailure(f"slice {index + 1} of {series.description!r} has no valid probabilities")
+            class_id = window.class_ids[int(np.argmax(probabilities))]
+            predicted[class_id] = predicted.get(class_id, 0) + 1
+    return {"description": series.description, "slices": series.n_slices, "volumes": series.n_volumes,
+            "classified": total, "predicted": predicted}
+
+
+def _heatmap(window, method: str, deadline: float) -> dict:
+    shown = []
+    window.overlayShown.connect(lambda key: shown.append(key) if key is not None and key.method == method else None)
+    window.set_overlay_mode(method)
+    wait_until(lambda: bool(shown), deadline, f"the {method} overlay")
+    heatmap = window.view.heatmap
+    expected = (window.series.rows, window.series.columns)
+    if heatmap is None or heatmap.shape != expected:
+        raise SelfTestFailure(f"{method} overlay has shape {None if heatmap is None else heatmap.shape}, slice is {expected}")
+    if not (np.isfinite(heatmap).all() and 0.0 <= heatmap.min() and heatmap.max() <= 1.0):
+        raise SelfTestFailure(f"{method} overlay is not a map in [0, 1]")
+    key = shown[-1]
+    return {"slice": key.index + 1, "target": window.class_ids[key.target_index], "shape": list(heatmap.shape),
+            "max_at": [int(v) for v in np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)]}

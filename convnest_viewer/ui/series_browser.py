@@ -1,0 +1,122 @@
+"""The series browser: patient > study > series with thumbnails, and the files that were skipped."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QIcon, QImage, QPixmap
+from PySide6.QtWidgets import QLabel, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget
+
+from convnest_viewer.io import LoadResult, PixelReadError, Series, apply_window
+
+THUMB = 64
+_KEY_ROLE = Qt.ItemDataRole.UserRole
+
+
+def series_label(series: Series) -> str:
+    """Return the tree text of a series: number, description, slice count."""
+    number = f"{series.number}: " if series.number is not None else ""
+    count = f"{series.n_slices} slices" + (f" × {series.n_volumes} volumes" if series.n_volumes > 1 else "")
+    return f"{number}{series.description or '(no description)'}\n{series.modality or '?'} · {count} · {series.rows}×{series.columns}"
+
+
+def thumbnail_pixmap(series: Series, size: int = THUMB) -> QPixmap | None:
+    """Return a small windowed picture of the series' middle slice, or None if unreadable."""
+    index = series.n_slices // 2
+    try:
+        gray = apply_window(series.pixels(index), series.window(index))
+    except PixelReadError:
+        return None
+    height, width = gray.shape
+    image = QImage(gray.data, width, height, width, QImage.Format.Format_Grayscale8).copy()
+    return QPixmap.fromImage(image).scaled(size, size, Qt.AspectRatioMode.KeepAspectRatio,
+                                           Qt.TransformationMode.SmoothTransformation)
+
+
+class SeriesBrowser(QWidget):
+    """Lists what a load found; selecting a series emits its key."""
+
+    seriesSelected = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        self.tree = QTreeWidget()
+        self.tree.setHeaderHidden(True)
+        self.tree.setIconSize(QSize(THUMB, THUMB))
+        self.tree.itemSelectionChanged.connect(self._selection_changed)
+        layout.addWidget(self.tree, stretch=3)
+        self.skipped_label = QLabel("")
+        layout.addWidget(self.skipped_label)
+        self.skipped = QTreeWidget()
+        self.skipped.setHeaderLabels(["Skipped file", "Reason"])
+        self.skipped.setRootIsDecorated(False)
+        layout.addWidget(self.skipped, stretch=1)
+        self._items: dict[str, QTreeWidgetItem] = {}
+        self._thumb_queue: list[Series] = []
+        self._thumb_timer = QTimer(self)
+        self._thumb_timer.setInterval(0)
+        self._thumb_timer.timeout.connect(self._next_thumbnail)
+
+    def set_result(self, result: LoadResult) -> None:
+        """Show a load result (replacing what was shown)."""
+        self.tree.blockSignals(True)
+        self.tree.clear()
+        self._items.clear()
+        for patient in result.tree():
+            name = patient.info.name.replace("^", " ").strip() or "(no patient name)"
+            patient_item = QTreeWidgetItem([f"{name}  {patient.info.id}".strip()])
+            self.tree.addTopLevelItem(patient_item)
+            for study in patient.studies:
+                date = _format_date(study.info.date)
+                study_item = QTreeWidgetItem([" · ".join(t for t in (study.info.description or "(study)", date) if t)])
+                patient_item.addChild(study_item)
+                for series in study.series:
+                    item = QTreeWidgetItem([series_label(series)])
+                    item.setData(0, _KEY_ROLE, series.key)
+                    item.setToolTip(0, f"Series UID {series.uid}")
+                    study_item.addChild(item)
+                    self._items[series.key] = item
+        self.tree.expandAll()
+        self.tree.blockSignals(False)
+        self.skipped.clear()
+        for entry in result.skipped:
+            row = QTreeWidgetItem([entry.path.name, entry.reason])
+            row.setToolTip(0, str(entry.path))
+            row.setToolTip(1, entry.reason)
+            self.skipped.addTopLevelItem(row)
+        self.skipped.resizeColumnToContents(0)
+        self.skipped_label.setText(f"{len(result.skipped)} file(s) skipped" if result.skipped else "No files skipped")
+        self.skipped.setVisible(bool(result.skipped))
+        self._thumb_queue = list(result.series)
+        self._thumb_timer.start()
+
+    def select(self, key: str) -> None:
+        """Select a series by key (emits seriesSelected)."""
+        item = self._items.get(key)
+        if item is not None:
+            self.tree.setCurrentItem(item)
+
+    def series_keys(self) -> list[str]:
+        """Return the keys of the listed series, in tree order."""
+        return list(self._items)
+
+    def _selection_changed(self) -> None:
+        items = self.tree.selectedItems()
+        key = items[0].data(0, _KEY_ROLE) if items else None
+        if key:
+            self.seriesSelected.emit(key)
+
+    def _next_thumbnail(self) -> None:
+        if not self._thumb_queue:
+            self._thumb_timer.stop()
+            return
+        series = self._thumb_queue.pop(0)
+        item = self._items.get(series.key)
+        pixmap = thumbnail_pixmap(series)
+        if item is not None and pixmap is not None:
+            item.setIcon(0, QIcon(pixmap))
+
+
+def _format_date(value: str) -> str:
+    return f"{value[:4]}-{value[4:6]}-{value[6:8]}" if len(value) == 8 and value.isdigit() else value

@@ -1,0 +1,309 @@
+"""The desktop viewer, offscreen with pytest-qt, on real fixtures and a tiny random model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QPointF, Qt, QTimer
+from PySide6.QtGui import QMouseEvent
+from PySide6.QtWidgets import QApplication, QMessageBox
+
+from convnest_viewer.inference.classifier import Classifier
+from convnest_viewer.paths import demo_study_dir
+from convnest_viewer.ui.main_window import MainWindow
+from tests.paths import DICOM
+from tests.tiny_model import write_tiny_model
+
+TIMEOUT_MS = 120_000
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return write_tiny_model(tmp_path_factory.mktemp("viewer-model") / "tiny")
+
+
+@pytest.fixture
+def window(qtbot, model_dir):
+    win = MainWindow(model_dir=model_dir, device="cpu")
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitUntil(lambda: bool(win.model_id), timeout=TIMEOUT_MS)
+    yield win
+    win.close()
+
+
+def _open(qtbot, win, *paths):
+    with qtbot.waitSignal(win.studyLoaded, timeout=TIMEOUT_MS) as blocker:
+        win.open_paths([str(p) for p in paths])
+    return blocker.args[0]
+
+
+def _wait_classified(qtbot, win, series):
+    total = series.n_slices * series.n_volumes
+    qtbot.waitUntil(lambda: len(win.store.classified(win.model_id, series.key)) >= total, timeout=TIMEOUT_MS)
+
+
+@pytest.mark.parametrize("folder, n_series, slices", [
+    (DICOM / "sagittal-mprage", 1, 192),
+    (DICOM / "enhanced-multiframe", 1, 96),
+    (DICOM / "ge-epi-4d", 1, 15),
+    (DICOM / "patient-positions", 2, 35),
+    (DICOM / "transfer-syntaxes", 9, 1),
+])
+def test_each_fixture_folder_opens_and_shows_its_first_series(qtbot, window, folder, n_series, slices):
+    result = _open(qtbot, window, folder)
+    assert len(result.series) == n_series
+    assert window.browser.series_keys() == [s.key for s in result.series]
+    assert window.series is result.series[0] and window.series.n_slices == slices
+    assert window.index == slices // 2
+    shown = window.view.image.image
+    assert shown is not None and shown.shape == (window.series.rows, window.series.columns)
+    assert np.array_equal(shown, window.series.pixels(window.index))
+    assert window.browser.skipped.topLevelItemCount() == len(result.skipped)
+
+
+def test_scrolling_with_keys_wheel_slider_and_limits(qtbot, window):
+    _open(qtbot, window, DICOM / "patient-positions" / "In" / "HFS")
+    start = window.index
+    qtbot.keyClick(window, Qt.Key.Key_Down)
+    assert window.index == start + 1
+    qtbot.keyClick(window, Qt.Key.Key_PageUp)
+    assert window.index == start + 1 - 10
+    window.view.view.sliceStep.emit(1)  # one wheel notch
+    assert window.index == start + 1 - 10 + 1
+    window.slider.setValue(34)
+    assert window.index == 34 and window.slice_label.text() == "35/35"
+    qtbot.keyClick(window, Qt.Key.Key_Down)
+    assert window.index == 34, "scrolling stops at the last slice"
+    assert np.array_equal(window.view.image.image, window.series.pixels(34))
+
+
+def _drag(widget, start: QPointF, end: QPointF, button=Qt.MouseButton.LeftButton, steps: int = 8):
+    viewport = widget.viewport()
+    QApplication.sendEvent(viewport, QMouseEvent(QMouseEvent.Type.MouseButtonPress, start, viewport.mapToGlobal(start),
+                                                 button, button, Qt.KeyboardModifier.NoModifier))
+    for k in range(1, steps + 1):
+        point = start + (end - start) * (k / steps)
+        QApplication.sendEvent(viewport, QMouseEvent(QMouseEvent.Type.MouseMove, point, viewport.mapToGlobal(point),
+                                                     Qt.MouseButton.NoButton, button, Qt.KeyboardModifier.NoModifier))
+    QApplication.sendEvent(viewport, QMouseEvent(QMouseEvent.Type.MouseButtonRelease, end, viewport.mapToGlobal(end),
+                                                 button, Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier))
+
+
+def test_left_drag_changes_window_level_and_presets_restore_it(qtbot, window):
+    _open(qtbot, window, DICOM / "sagittal-mprage")
+    qtbot.waitUntil(lambda: window.view.isVisible())
+    before = window.view.displayed_levels()
+    voi = window.series.window(window.index)
+    assert before == pytest.approx((voi.low, voi.high))
+    centre = QPointF(window.view.width() / 2, window.view.height() / 2)
+    _drag(window.view, centre, centre + QPointF(80, 40))
+    after = window.view.displayed_levels()
+    assert after != pytest.approx(before)
+    assert after[1] - after[0] > before[1] - before[0], "dragging right widens the window"
+    assert f"W {window.view.window.width:.0f}" in window.view._corners["bottom_right"].toPlainText()
+    window.apply_window_preset("voi")
+    assert window.view.displayed_levels() == pytest.approx(before)
+    window.apply_window_preset("full")
+    values = window.series.pixels(window.index)
+    assert window.view.displayed_levels() == pytest.approx((values.min(), values.max()))
+
+
+def test_zoom_pan_reset_and_true_aspect(qtbot, window):
+    _open(qtbot, window, DICOM / "ge-epi-4d")
+    series = window.series
+    rect = window.view.image.mapRectToParent(window.view.image.boundingRect())
+    assert rect.width() == pytest.approx(series.columns * series.pixel_spacing[1])
+    assert rect.height() == pytest.approx(series.rows * series.pixel_spacing[0])
+    full = window.view.view.viewRange()
+    window.view.zoom(2.0)
+    zoomed = window.view.view.viewRange()
+    assert zoomed[0][1] - zoomed[0][0] == pytest.approx((full[0][1] - full[0][0]) / 2, rel=0.05)
+    qtbot.keyClick(window, Qt.Key.Key_R)
+    assert window.view.view.viewRange()[0] == pytest.approx(full[0], rel=0.02)
+    letters = {edge: label.toPlainText() for edge, label in window.view._letters.items()}
+    assert letters == {"left": "R", "right": "L", "top": "A", "bottom": "P"}
+    assert window.volume_combo.isVisible() and window.volume_combo.count() == 10
+
+
+def test_worker_classifies_the_whole_series_and_the_panel_shows_its_numbers(qtbot, window, model_dir):
+    result = _open(qtbot, window, DICOM / "patient-positions" / "In" / "HFS")
+    series = result.series[0]
+    _wait_classified(qtbot, window, series)
+    window.set_slice(5)
+    reference = Classifier(model_dir, device="cpu")
+    (expected,) = reference.predict([(series.pixels(5), series.window(5))])
+    bars = [bar for _, bar in window.panel._bars]
+    assert [bar.value() for bar in bars] == [round(p * 1000) for p in expected.probabilities]
+    assert bars[expected.predicted_index].format() == f"{expected.probabilities[expected.predicted_index] * 100:.1f}%"
+    label = window.panel._bars[expected.predicted_index][0]
+    assert label.font().bold() and label.text().startswith("▶")
+    window._refresh_series_plot()
+    xs, ys = window.panel._curves[0].getData()
+    assert len(xs) == 35 and np.allclose(ys, [window.store.probabilities(window.model_id, series.key, 0, i)[0] for i in range(35)])
+    assert "Series:" in window.panel.summary.text()
+
+
+def test_clicking_the_strip_plot_jumps_to_a_slice(qtbot, window):
+    result = _open(qtbot, window, DICOM / "patient-positions" / "In" / "HFS")
+    _wait_classified(qtbot, window, result.series[0])
+    window.panel.sliceClicked.emit(3)
+    assert window.index == 3 and window.panel.cursor.value() == 4
+
+
+@pytest.mark.parametrize("method", ["gradcam", "shap"])
+def test_heatmap_toggle_sets_an_overlay_with_the_slice_shape(qtbot, window, method):
+    _open(qtbot, window, DICOM / "ge-epi-4d")
+    presses = {"gradcam": 1, "shap": 2}[method]
+    window.set_overlay_mode("none")
+    with qtbot.waitSignal(window.overlayShown, timeout=TIMEOUT_MS, check_params_cb=lambda key: key is not None and key.method == method):
+        for _ in range(presses):
+            qtbot.keyClick(window, Qt.Key.Key_H)
+    assert window.overlay_mode == method
+    assert window.view.heatmap.shape == (window.series.rows, window.series.columns)
+    assert window.view.overlay.image.shape[:2] == (window.series.rows, window.series.columns)
+    assert window.view.overlay.mapRectToParent(window.view.overlay.boundingRect()) == window.view.image.mapRectToParent(window.view.image.boundingRect())
+    window.set_overlay_mode("none")
+    assert not window.view.overlay.isVisible()
+
+
+def test_explaining_a_chosen_class(qtbot, window):
+    _open(qtbot, window, DICOM / "ge-epi-4d")
+    window.set_overlay_mode("gradcam")
+    with qtbot.waitSignal(window.overlayShown, timeout=TIMEOUT_MS, check_params_cb=lambda key: key is not None and key.target_index == 2):
+        window.target_combo.setCurrentIndex(3)  # "No tumour" is class index 2
+    assert "No tumour" in window.overlay_status.text()
+
+
+def test_switching_series_never_shows_the_first_series_results_on_the_second(qtbot, window):
+    result = _open(qtbot, window, DICOM / "sagittal-mprage", DICOM / "patient-positions" / "In" / "HFS")
+    first, second = result.series
+    shown = []
+    original = window.panel.show_slice
+
+    def record(probabilities):
+        shown.append((window.series.key, window.volume, window.index, None if probabilities is None else np.array(probabilities)))
+        original(probabilities)
+
+    window.panel.show_slice = record
+    qtbot.waitUntil(lambda: len(window.store.classified(window.model_id, first.key)) >= 4, timeout=TIMEOUT_MS)
+    window.browser.select(second.key)
+    assert window.series is second
+    _wait_classified(qtbot, window, second)
+    assert len(window.store.classified(window.model_id, first.key)) < first.n_slices, "the first series' job was cancelled"
+    for key, volume, index, probabilities in shown:
+        if probabilities is not None:
+            assert np.array_equal(probabilities, window.store.probabilities(window.model_id, key, volume, index))
+    on_second = [entry for entry in shown if entry[0] == second.key]
+    assert on_second and on_second[-1][3] is not None
+    qtbot.waitUntil(lambda: window.panel._curves[0].getData()[0] is not None and len(window.panel._curves[0].getData()[0]) == second.n_slices)
+    _, ys = window.panel._curves[0].getData()
+    assert np.allclose(ys, [window.store.probabilities(window.model_id, second.key, 0, i)[0] for i in range(second.n_slices)])
+
+
+def test_a_folder_of_garbage_shows_a_message_and_the_app_stays_usable(qtbot, window, tmp_path, monkeypatch):
+    (tmp_path / "notes.txt").write_text("nothing here")
+    (tmp_path / "noise.dcm").write_bytes(np.random.default_rng(0).bytes(5000))
+    (tmp_path / "empty.dcm").write_bytes(b"")
+    warnings = []
+    monkeypatch.setattr(QMessageBox, "warning", lambda *args, **kwargs: warnings.append(args[2]))
+    result = _open(qtbot, window, tmp_path)
+    assert result.series == [] and len(result.skipped) == 3
+    assert warnings and "noise.dcm" in warnings[0] and "not a DICOM file" in warnings[0]
+    assert window.browser.skipped.topLevelItemCount() == 3
+    result = _open(qtbot, window, DICOM / "ge-epi-4d")
+    assert window.series is result.series[0]
+
+
+def test_the_main_thread_stays_responsive_while_the_worker_runs(qtbot, tmp_path):
+    window = MainWindow(model_dir=write_tiny_model(tmp_path / "tiny224", size=224), device="cpu")
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitUntil(lambda: bool(window.model_id), timeout=TIMEOUT_MS)
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(time.monotonic()))
+    timer.start(20)
+    result = _open(qtbot, window, DICOM / "sagittal-mprage")
+    series = result.series[0]
+    _wait_classified(qtbot, window, series)
+    timer.stop()
+    window.close()
+    gaps = np.diff(ticks)
+    assert len(ticks) >= 0.5 * (ticks[-1] - ticks[0]) / 0.02, "the 20 ms timer must keep firing"
+    assert gaps.max() < 0.5, f"the event loop stalled for {gaps.max():.2f} s"
+
+
+def test_tag_browser_search_filters_rows(qtbot, window):
+    _open(qtbot, window, DICOM / "ge-epi-4d")
+    window.show_tags()
+    browser = window._tags
+    qtbot.addWidget(browser)
+    total = browser.visible_rows()
+    assert total > 50
+    browser.search.setText("ImagePositionPatient")
+    assert 1 <= browser.visible_rows() < total
+    browser.search.setText("")
+    assert browser.visible_rows() == total
+
+
+def test_screenshot_and_report_export(qtbot, window, tmp_path):
+    result = _open(qtbot, window, DICOM / "ge-epi-4d")
+    shot = window.export_screenshot(tmp_path / "view.png")
+    import cv2
+
+    image = cv2.imread(str(shot))
+    assert image is not None and image.shape[:2] == (window.view.height(), window.view.width())
+    with qtbot.waitSignal(window.worker.reportWritten, timeout=TIMEOUT_MS) as blocker:
+        window.worker.request_report(list(result.series), tmp_path / "report.html", False, "gradcam")
+    html_path, csv_path, error = blocker.args
+    assert error == ""
+    html = open(html_path, encoding="utf-8").read()
+    assert "For research use, not for diagnosis" in html and "data:image/png;base64," in html
+    rows = open(csv_path, encoding="utf-8").read().strip().splitlines()
+    assert len(rows) == 1 + 15, "every slice of the first volume is classified for the report"
+
+
+def test_recent_studies_are_remembered(qtbot, window):
+    _open(qtbot, window, DICOM / "ge-epi-4d")
+    from convnest_viewer.ui.settings import recent_studies
+
+    assert recent_studies(window.settings)[0] == [str(DICOM / "ge-epi-4d")]
+    assert window.recent_menu.actions()[0].text() == "ge-epi-4d"
+
+
+def test_no_model_installed_still_views_images(qtbot, tmp_path):
+    win = MainWindow(model_dir=tmp_path / "no-such-model", device="cpu")
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitUntil(lambda: win.model_error is not None, timeout=TIMEOUT_MS)
+    assert "No classifier available" in win.panel.title.text()
+    result = _open(qtbot, win, DICOM / "ge-epi-4d")
+    assert win.series is result.series[0] and win.view.image.image is not None
+    win.close()
+
+
+def test_self_test_runs_the_demo_study_offscreen(model_dir, tmp_path):
+    shot = tmp_path / "self-test.png"
+    completed = subprocess.run([sys.executable, "-m", "convnest_viewer.app", "--self-test", "--model", str(model_dir),
+                                "--device", "cpu", "--screenshot", str(shot)],
+                               capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    summary = json.loads(completed.stdout[completed.stdout.index("{"):])
+    assert summary["ok"] and summary["paths"] == [str(demo_study_dir())]
+    assert [s["classified"] for s in summary["series"]] == [6, 6, 6, 6]
+    assert summary["heatmaps"]["gradcam"]["shape"] == [224, 224] and summary["heatmaps"]["shap"]["shape"] == [224, 224]
+    assert shot.stat().st_size > 10_000
+
+
+def test_self_test_fails_cleanly_on_nothing_usable(model_dir, tmp_path):
+    (tmp_path / "x.txt").write_text("no images")
+    completed = subprocess.run([sys.executable, "-m", "convnest_viewer.app", "--self-test", str(tmp_path), "--model", str(model_dir),
+                                "--device", "cpu"], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 1
+    assert json.loads(completed.stdout[completed.stdout.index("{"):])["ok"] is False
