@@ -1,23 +1,27 @@
 # `make run`: set everything up and open the viewer on the bundled demo study.
-# `make test`: set everything up and run the test suite (offscreen, no display needed).
+# `make test`: set everything up (test and packaging tools too) and run the whole test suite,
+#              offscreen; `make test-fast` skips the slow installer build.
 VENV := .venv
-STAMP := $(VENV)/.setup-done
 
 .PHONY: setup run test test-fast clean
 
-$(STAMP): pyproject.toml scripts/setup.sh
+$(VENV)/.setup-run: pyproject.toml scripts/setup.sh
 	./scripts/setup.sh
-	touch $(STAMP)
+	touch $@
 
-setup: $(STAMP)
+$(VENV)/.setup-test: pyproject.toml scripts/setup.sh
+	./scripts/setup.sh --test
+	touch $@ $(VENV)/.setup-run
 
-run: setup
+setup: $(VENV)/.setup-run
+
+run: $(VENV)/.setup-run
 	$(VENV)/bin/convnest-viewer
 
-test: setup
+test: $(VENV)/.setup-test
 	QT_QPA_PLATFORM=offscreen $(VENV)/bin/python -m pytest -q -ra
 
-test-fast: setup
+test-fast: $(VENV)/.setup-test
 	QT_QPA_PLATFORM=offscreen $(VENV)/bin/python -m pytest -q -ra -m "not slow"
 
 clean:

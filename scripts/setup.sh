@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Set up everything the project needs on a Debian/Ubuntu machine: the system libraries Qt needs,
-# then a .venv with the project and its test tools. Safe to run again; it only adds what is missing.
+# then a .venv with the project. With --test, also the test and packaging tools (pytest, pytest-qt,
+# PyInstaller, and the C compiler the CPU-only installer build needs). Safe to run again; it only
+# adds what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+EXTRAS=""
+[ "${1:-}" = "--test" ] && EXTRAS="[test,packaging]"
 
 QT_PACKAGES=(libegl1 libgl1 libglib2.0-0 libfontconfig1 libdbus-1-3 libxkbcommon0 libxkbcommon-x11-0
   libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-shape0 libxcb-xinerama0 libxcb-randr0
   libxcb-render-util0 libxcb-image0 libxcb-xkb1)
 
+[ -n "$EXTRAS" ] && QT_PACKAGES+=(gcc binutils)
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then
   for pkg in "${QT_PACKAGES[@]}"; do
@@ -37,5 +42,5 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[test]"
+.venv/bin/python -m pip install -q -e ".$EXTRAS"
 echo "setup: done (.venv ready)"

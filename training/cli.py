@@ -11,6 +11,7 @@ from pathlib import Path
 
 def add_training_parsers(commands) -> None:
     """Register the training subcommands on an argparse subparsers object."""
+    from training.benchmark import DEFAULT_ARCHITECTURES
     from training.train import TrainConfig
 
     pack = commands.add_parser("pack", help="pack folder-per-class datasets into one compact file")
@@ -48,6 +49,19 @@ def add_training_parsers(commands) -> None:
     evaluate.add_argument("--run", type=Path, required=True)
     evaluate.add_argument("--out", type=Path, required=True, help="report folder")
     evaluate.set_defaults(handler=_run_evaluate)
+
+    bench = commands.add_parser("benchmark", help="k-fold benchmark of architectures with statistical tests")
+    bench.add_argument("data", type=Path, help="packed .npz")
+    bench.add_argument("--out", type=Path, required=True, help="report folder (resumes finished runs found there)")
+    bench.add_argument("--architectures", default=",".join(DEFAULT_ARCHITECTURES))
+    bench.add_argument("--folds", type=int, default=3)
+    bench.add_argument("--max-images", type=int, default=0, help="use a random subset (quick runs)")
+    bench.add_argument("--no-profile", action="store_true", help="skip parameter/FLOP/latency profiling")
+    for name in ("epochs", "size", "batch_size", "lr", "weight_decay", "warmup_epochs", "label_smoothing", "drop_path",
+                 "ema_decay", "seed", "device", "source"):
+        value = getattr(defaults, name)
+        bench.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+    bench.set_defaults(handler=_run_benchmark)
 
     export = commands.add_parser("export", help="export a run as an app model folder")
     export.add_argument("data", type=Path, help="the packed .npz the run trained on")
@@ -128,6 +142,21 @@ def _run_evaluate(args) -> int:
     report = evaluate_run(args.run, PackedDataset.load(args.data), args.out)
     print((args.out / "report.md").read_text())
     return 0 if report else 1
+
+
+def _run_benchmark(args) -> int:
+    from training.benchmark import run_benchmark
+    from training.data import PackedDataset
+    from training.train import TrainConfig
+
+    names = ("epochs", "size", "batch_size", "lr", "weight_decay", "warmup_epochs", "label_smoothing", "drop_path",
+             "ema_decay", "seed", "device", "source")
+    config = TrainConfig(**{name: getattr(args, name) for name in names})
+    architectures = [a.strip() for a in args.architectures.split(",") if a.strip()]
+    run_benchmark(PackedDataset.load(args.data), args.out, architectures, args.folds, config,
+                  max_images=args.max_images, profile=not args.no_profile)
+    print((args.out / "benchmark.md").read_text())
+    return 0
 
 
 def _run_export(args) -> int:

@@ -120,9 +120,10 @@ class PackedDataset:
             blobs = [cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])[1].ravel() for image in self.images]
             arrays["jpeg_offsets"] = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
             arrays["jpeg_bytes"] = np.concatenate(blobs) if blobs else np.zeros(0, np.uint8)
+            np.savez_compressed(path, **arrays)  # the thumbnails and paths shrink; JPEG bytes stay as they are
         else:
             arrays["images"] = self.images
-        np.savez(path, **arrays)
+            np.savez(path, **arrays)
         return path
 
     @classmethod

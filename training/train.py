@@ -90,7 +90,7 @@ def make_split(data: PackedDataset, config: TrainConfig) -> TrainSplit:
 class Trainer:
     """One training run in a folder: config, split, per-epoch log, curves and a resumable checkpoint."""
 
-    def __init__(self, config: TrainConfig, data: PackedDataset, run_dir: Path) -> None:
+    def __init__(self, config: TrainConfig, data: PackedDataset, run_dir: Path, split: TrainSplit | None = None) -> None:
         from convnest_viewer.inference.classifier import pick_device
 
         if data.size != config.size:
@@ -100,7 +100,10 @@ class Trainer:
         self.spec = PreprocessSpec(size=config.size)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         split_file = self.run_dir / "split.json"
-        if split_file.is_file():
+        if split is not None:
+            self.split = split
+            split_file.write_text(json.dumps(split.to_json()))
+        elif split_file.is_file():
             raw = json.loads(split_file.read_text())
             self.split = TrainSplit(**{k: np.array(v, dtype=np.int64) for k, v in raw.items()})
         else:
