@@ -47,6 +47,7 @@ def save_weights(state_dict: dict, folder: Path, dtype: str = "float16", shard_b
         name = "model.safetensors" if len(shards) == 1 else f"model-{index + 1:02d}-of-{len(shards):02d}.safetensors"
         path = folder / name
         save_file(shard, str(path), metadata={"format": "pt"})
+        path.chmod(0o644)  # readable by everyone, like the card beside it
         entries.append(WeightFile(file=name, sha256=sha256_of(path), bytes=path.stat().st_size))
     return entries
 

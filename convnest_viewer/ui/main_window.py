@@ -303,8 +303,15 @@ class MainWindow(QMainWindow):
     def _heatmap_ready(self, generation: int, key: HeatmapKey, heatmap) -> None:
         if self._wanted_heatmap_key(heatmap.target_index) == key:
             self.view.set_overlay(heatmap.values)
-            self.overlay_status.setText(f"{METHOD_NAMES[key.method]} for {self.display_names[key.target_index]}")
+            self.overlay_status.setText(self._overlay_text(key))
             self.overlayShown.emit(key)
+
+    def _overlay_text(self, key: HeatmapKey) -> str:
+        text = f"{METHOD_NAMES[key.method]} for {self.display_names[key.target_index]}"
+        if key.method == "gradcam" and getattr(self, "card", None) is not None:
+            cells = max(1, self.card.preprocessing.size // 32)
+            text += f" (coarse: {cells}×{cells} grid)"
+        return text
 
     def _heatmap_failed(self, generation: int, message: str) -> None:
         self.overlay_status.setText("Heatmap failed")
@@ -509,7 +516,7 @@ class MainWindow(QMainWindow):
         cached = self.store.heatmap(key) if key else None
         if cached is not None:
             self.view.set_overlay(cached.values)
-            self.overlay_status.setText(f"{METHOD_NAMES[key.method]} for {self.display_names[key.target_index]}")
+            self.overlay_status.setText(self._overlay_text(key))
             self.overlayShown.emit(key)
             return
         self.view.clear_overlay()
