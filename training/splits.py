@@ -9,7 +9,8 @@ def group_split(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: i
     """Split indices into (rest, held_out) with about `fraction` held out, stratified, by whole groups."""
     from sklearn.model_selection import StratifiedGroupKFold
 
-    n_splits = max(2, round(1 / fraction))
+    smallest_class = int(np.bincount(labels)[np.unique(labels)].min())
+    n_splits = max(2, min(round(1 / fraction), smallest_class))  # small sets hold out more than asked
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     rest, held_out = next(splitter.split(np.zeros(len(labels)), labels, groups))
     return np.sort(rest), np.sort(held_out)
