@@ -216,8 +216,14 @@ def test_a_folder_of_garbage_shows_a_message_and_the_app_stays_usable(qtbot, win
     assert result.series == [] and len(result.skipped) == 3
     assert warnings and "noise.dcm" in warnings[0] and "not a DICOM file" in warnings[0]
     assert window.browser.skipped.topLevelItemCount() == 3
-    result = _open(qtbot, window, DICOM / "ge-epi-4d")
-    assert window.series is result.series[0]
+    study = _open(qtbot, window, DICOM / "ge-epi-4d")
+    assert window.series is study.series[0]
+    window.set_slice(3)
+    _open(qtbot, window, tmp_path)  # garbage again, now with a study open: nothing is lost
+    assert "stays open" in warnings[-1]
+    assert window.result is study and window.series is study.series[0] and window.index == 3
+    assert window.browser.series_keys() == [study.series[0].key]
+    assert np.array_equal(window.view.image.image, study.series[0].pixels(3))
 
 
 def test_the_main_thread_stays_responsive_while_the_worker_runs(qtbot, tmp_path):

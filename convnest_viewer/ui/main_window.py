@@ -349,28 +349,37 @@ class MainWindow(QMainWindow):
         self.studyLoaded.emit(result)
 
     def set_result(self, result: LoadResult) -> None:
-        """Show a load result: fill the browser and open its first series."""
+        """Show a load result: fill the browser and open its first series.
+
+        A result without images is reported and leaves the study on screen as it was.
+        """
+        if not result.series:
+            self._report_nothing_found(result)
+            return
         if self.worker is not None:
             self.worker.cancel()
         self.result = result
         self.series = None
         self._windows.clear()
         self.browser.set_result(result)
-        if result.series:
-            self.browser.select(result.series[0].key)
-            message = f"{len(result.series)} series"
-            if result.skipped:
-                message += f", {len(result.skipped)} file(s) skipped (see the Series panel)"
-            self.statusBar().showMessage(message, 10000)
+        self.browser.select(result.series[0].key)
+        message = f"{len(result.series)} series"
+        if result.skipped:
+            message += f", {len(result.skipped)} file(s) skipped (see the Series panel)"
+        self.statusBar().showMessage(message, 10000)
+
+    def _report_nothing_found(self, result: LoadResult) -> None:
+        reasons = "\n".join(f"• {s.path.name}: {s.reason}" for s in result.skipped[:12])
+        more = f"\n… and {len(result.skipped) - 12} more" if len(result.skipped) > 12 else ""
+        message = f"Nothing in what you opened could be shown as an image.\n\n{reasons}{more}"
+        if self.result.series:
+            message += "\n\nThe study that was open stays open."
         else:
-            self.view.show_series(None)
+            self.browser.set_result(result)  # an empty tree and the skipped files with their reasons
             self.view.show_message("No images found")
-            reasons = "\n".join(f"• {s.path.name}: {s.reason}" for s in result.skipped[:12])
-            more = f"\n… and {len(result.skipped) - 12} more" if len(result.skipped) > 12 else ""
-            message = f"Nothing in what you opened could be shown as an image.\n\n{reasons}{more}"
-            self.statusBar().showMessage("No images found: see the skipped files in the Series panel", 15000)
-            if self.interactive:
-                QMessageBox.warning(self, "No images found", message)
+        self.statusBar().showMessage("No images found in what was opened", 15000)
+        if self.interactive:
+            QMessageBox.warning(self, "No images found", message)
 
     def show_series(self, key: str) -> None:
         """Show a series of the current study, from its middle slice."""
