@@ -8,6 +8,8 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
+
 EXIT_BAD_INPUT = 2
 EXIT_MODEL = 3
 
@@ -86,8 +88,6 @@ def _classify_series(classifier, series, path, args, bar, ordinal: int) -> dict:
             readable.append((volume, index, values, series.window(index, volume)))
             inputs.append(classifier.prepare(values, readable[-1][3])[0])
         if inputs:
-            import numpy as np
-
             probabilities = classifier.predict_inputs(np.stack(inputs), args.batch_size)
             for (volume, index, values, window), probs in zip(readable, probabilities):
                 item = {

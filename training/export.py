@@ -14,8 +14,7 @@ HEADLINE = ("n", "accuracy", "macro_f1", "cohen_kappa", "macro_auc_ovr", "ece", 
 
 def export_run(run_dir: Path, report_path: Path, name: str, dest: Path, make_default: bool = False,
                data=None) -> Path:
-    """Write dest/name/ (weights + card) from a run's final weights and its evaluation report."""
-    from training.data import PackedDataset  # noqa: F401  (data is a PackedDataset)
+    """Write dest/name/ (weights + card) from a run's final weights and its evaluation report (data: its PackedDataset)."""
     from training.train import Trainer, TrainConfig
 
     run_dir = Path(run_dir)

@@ -166,29 +166,34 @@ class InferenceWorker(QThread):
         return job, chosen
 
     def _classify(self, job: _Job, chosen: list[tuple[int, int]]) -> None:
-        inputs, kept = [], []
-        for volume, index in chosen:
-            try:
-                values = job.series.pixels(index, volume)
-                inputs.append(self.classifier.prepare(values, job.series.window(index, volume))[0])
-                kept.append((volume, index))
-            except PixelReadError as exc:
-                self.sliceFailed.emit(job.generation, job.series.key, volume, index, str(exc))
-        if inputs:
-            try:
-                probabilities = self.classifier.predict_inputs(np.stack(inputs), batch_size=len(inputs))
-            except Exception as exc:
-                for volume, index in kept:
-                    self.sliceFailed.emit(job.generation, job.series.key, volume, index, f"model error: {exc}")
-                probabilities = []
-            for (volume, index), probs in zip(kept, probabilities):
-                self.store.put_probabilities(self.model_id, job.series.key, volume, index, probs)
-                self.sliceClassified.emit(job.generation, job.series.key, volume, index, probs)
+        self._classify_slices(job.series, job.generation, chosen)
         with self._lock:
             remaining = len(job.pending)
         self.progress.emit(job.generation, job.series.key, job.total - remaining, job.total)
         if remaining == 0:
             self.seriesDone.emit(job.generation, job.series.key)
+
+    def _classify_slices(self, series: Series, generation: int, chosen: list[tuple[int, int]]) -> None:
+        """Classify (volume, index) slices of a series in one batch; store and announce each result."""
+        inputs, kept = [], []
+        for volume, index in chosen:
+            try:
+                values = series.pixels(index, volume)
+                inputs.append(self.classifier.prepare(values, series.window(index, volume))[0])
+                kept.append((volume, index))
+            except PixelReadError as exc:
+                self.sliceFailed.emit(generation, series.key, volume, index, str(exc))
+        if not inputs:
+            return
+        try:
+            probabilities = self.classifier.predict_inputs(np.stack(inputs), batch_size=len(inputs))
+        except Exception as exc:
+            for volume, index in kept:
+                self.sliceFailed.emit(generation, series.key, volume, index, f"model error: {exc}")
+            return
+        for (volume, index), probs in zip(kept, probabilities):
+            self.store.put_probabilities(self.model_id, series.key, volume, index, probs)
+            self.sliceClassified.emit(generation, series.key, volume, index, probs)
 
     def _make_heatmap(self, request: HeatmapRequest) -> None:
         from convnest_viewer.inference.explain import explain
@@ -214,7 +219,7 @@ class InferenceWorker(QThread):
                 done = self.store.classified(self.model_id, series.key)
                 missing = [i for i in range(series.n_slices) if (0, i) not in done]
                 for start in range(0, len(missing), self.batch_size):
-                    self._classify(_Job(series, -1, set(), (0, 0), 0), [(0, i) for i in missing[start:start + self.batch_size]])
+                    self._classify_slices(series, -1, [(0, i) for i in missing[start:start + self.batch_size]])
 
             def heatmap_for(series: Series, volume: int, index: int):
                 probabilities = self.store.probabilities(self.model_id, series.key, volume, index)
