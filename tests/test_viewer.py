@@ -28,7 +28,8 @@ def model_dir(tmp_path_factory):
 
 
 @pytest.fixture
-def window(qtbot, model_dir):
+def window(qtbot, model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("CONVNEST_SETTINGS_FILE", str(tmp_path / "settings.ini"))  # each test starts afresh
     win = MainWindow(model_dir=model_dir, device="cpu")
     qtbot.addWidget(win)
     win.show()
@@ -281,6 +282,15 @@ def test_recent_studies_are_remembered(qtbot, window):
 
     assert recent_studies(window.settings)[0] == [str(DICOM / "ge-epi-4d")]
     assert window.recent_menu.actions()[0].text() == "ge-epi-4d"
+
+
+def test_closing_while_the_worker_is_busy_is_clean(qtbot, window):
+    result = _open(qtbot, window, DICOM / "sagittal-mprage")
+    window.set_overlay_mode("gradcam")
+    window.close()
+    assert window.worker is None
+    qtbot.wait(1500)  # late results from the stopped worker must not raise (pytest-qt fails on any)
+    assert len(window.store.classified(window.model_id, result.series[0].key)) < result.series[0].n_slices
 
 
 def test_no_model_installed_still_views_images(qtbot, tmp_path):

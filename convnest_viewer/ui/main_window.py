@@ -51,6 +51,7 @@ class MainWindow(QMainWindow):
         self.class_ids: list[str] = []
         self.display_names: list[str] = []
         self.model_error: str | None = None
+        self.card = None  # the loaded model's card
         self.overlay_mode = prefs.get_str(self.settings, "overlay/mode", "none")
         if self.overlay_mode not in OVERLAY_MODES:
             self.overlay_mode = "none"
@@ -252,13 +253,10 @@ class MainWindow(QMainWindow):
             self._generation = self.worker.classify_series(self.series, self.index, self.volume)
 
     def _model_ready(self, model_id: str, name: str, device_name: str) -> None:
-        from convnest_viewer.inference.card import load_card
-
+        if self.worker is None or self.worker.classifier is None:
+            return  # the window is closing
         self.model_id, self.model_name, self.model_error = model_id, name, None
-        card = self.worker.classifier.card if self.worker and self.worker.classifier else None
-        if card is None and self.model_dir:
-            card = load_card(self.model_dir)
-        self.card = card
+        card = self.card = self.worker.classifier.card
         self.class_ids, self.display_names = card.class_ids, card.display_names
         self.panel.set_classes(self.class_ids, self.display_names)
         self.target_combo.blockSignals(True)
@@ -308,7 +306,7 @@ class MainWindow(QMainWindow):
 
     def _overlay_text(self, key: HeatmapKey) -> str:
         text = f"{METHOD_NAMES[key.method]} for {self.display_names[key.target_index]}"
-        if key.method == "gradcam" and getattr(self, "card", None) is not None:
+        if key.method == "gradcam" and self.card is not None:
             cells = max(1, self.card.preprocessing.size // 32)
             text += f" (coarse: {cells}×{cells} grid)"
         return text
@@ -516,7 +514,7 @@ class MainWindow(QMainWindow):
         return HeatmapKey(self.model_id, self.series.key, self.volume, self.index, self.overlay_mode, target)
 
     def _update_overlay(self) -> None:
-        if self.overlay_mode == "none" or self.series is None or not self.model_id:
+        if self.overlay_mode == "none" or self.series is None or not self.model_id or self.worker is None:
             self.view.clear_overlay()
             self.overlay_status.setText("" if self.overlay_mode == "none" else "waiting for the model…")
             self.overlayShown.emit(None)
@@ -642,7 +640,7 @@ class MainWindow(QMainWindow):
 
     def show_model_card(self) -> None:
         """Show the model card: what the model is, how it was trained, how well it does."""
-        card = getattr(self, "card", None)
+        card = self.card
         if card is None:
             QMessageBox.information(self, "Model Card", self.model_error or "The model is still loading.")
             return
