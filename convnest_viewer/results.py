@@ -100,6 +100,18 @@ class SeriesSummary:
                          f"slice(s), strongest on slice {index + 1} ({probability:.0%}).")
 
 
+    def short(self, display_names: dict[str, str]) -> str:
+        """Return a few words for a series list: the finding, its slice count and peak probability."""
+        if self.classified == 0:
+            return "not classified yet"
+        done = "" if self.classified == self.total else f" ({self.classified}/{self.total} so far)"
+        if self.finding is None:
+            return f"{display_names.get(NO_TUMOUR, NO_TUMOUR)} on all {self.classified} slices{done}"
+        _, probability = self.peak[self.finding]
+        return (f"{display_names.get(self.finding, self.finding)} on {self.counts[self.finding]}/{self.classified} "
+                f"slices, up to {probability:.0%}{done}")
+
+
 def summarize(probabilities: np.ndarray, class_ids: Sequence[str]) -> SeriesSummary:
     """Summarise a volume's (n_slices, n_classes) probabilities (NaN rows: not classified yet)."""
     done = ~np.isnan(probabilities).any(axis=1)

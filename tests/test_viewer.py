@@ -192,11 +192,17 @@ def test_switching_series_never_shows_the_first_series_results_on_the_second(qtb
         original(probabilities)
 
     window.panel.show_slice = record
+    order = []
+    window.worker.sliceClassified.connect(lambda generation, key, volume, index, probs: order.append(key))
     qtbot.waitUntil(lambda: len(window.store.classified(window.model_id, first.key)) >= 4, timeout=TIMEOUT_MS)
     window.browser.select(second.key)
     assert window.series is second
+    switched_at = len(order)
     _wait_classified(qtbot, window, second)
-    assert len(window.store.classified(window.model_id, first.key)) < first.n_slices, "the first series' job was cancelled"
+    after_switch = order[switched_at:]
+    last_second = max(i for i, key in enumerate(after_switch) if key == second.key)
+    late_first = [i for i, key in enumerate(after_switch[:last_second]) if key == first.key]
+    assert len(late_first) <= window.worker.batch_size, "the first series' job stopped at the switch (one batch in flight)"
     for key, volume, index, probabilities in shown:
         if probabilities is not None:
             assert np.array_equal(probabilities, window.store.probabilities(window.model_id, key, volume, index))
@@ -205,6 +211,22 @@ def test_switching_series_never_shows_the_first_series_results_on_the_second(qtb
     qtbot.waitUntil(lambda: window.panel._curves[0].getData()[0] is not None and len(window.panel._curves[0].getData()[0]) == second.n_slices)
     _, ys = window.panel._curves[0].getData()
     assert np.allclose(ys, [window.store.probabilities(window.model_id, second.key, 0, i)[0] for i in range(second.n_slices)])
+
+
+def test_the_whole_study_is_classified_in_the_background_and_summarised(qtbot, window):
+    result = _open(qtbot, window, DICOM / "patient-positions")
+    first, second = result.series
+    _wait_classified(qtbot, window, second)  # never shown: classified after the first one
+    assert window.series is first
+    qtbot.waitUntil(lambda: "2 of 2 series classified" in window.panel.study_summary.text(), timeout=TIMEOUT_MS)
+    item_text = window.browser._items[second.key].text(0)
+    assert "→ " in item_text and "slices" in item_text
+    table = window.store.series_probabilities(window.model_id, second.key, 0, second.n_slices, 4)
+    from convnest_viewer.results import summarize
+
+    summary = summarize(table, window.class_ids)
+    assert summary.classified == second.n_slices
+    assert summary.short(dict(zip(window.class_ids, window.display_names))) in item_text
 
 
 def test_a_folder_of_garbage_shows_a_message_and_the_app_stays_usable(qtbot, window, tmp_path, monkeypatch):

@@ -65,11 +65,16 @@ class InferenceWorker(QThread):
         self._generation = 0
 
     # --- called from the main thread -------------------------------------------------------
-    def classify_series(self, series: Series, focus_index: int = 0, focus_volume: int = 0) -> int:
-        """Replace the current job with this series (current slice first); return its generation."""
+    def classify_series(self, series: Series, focus_index: int = 0, focus_volume: int = 0, background: bool = False) -> int:
+        """Replace the current job with this series (current slice first); return its generation.
+
+        A background job (another series of the study, while the shown one is done) keeps any
+        heatmap request of the shown slice.
+        """
         with self._lock:
             self._generation += 1
-            self._heatmap = None
+            if not background:
+                self._heatmap = None
             done = self.store.classified(self.model_id, series.key) if self.model_id else set()
             pending = {(v, i) for v in range(series.n_volumes) for i in range(series.n_slices)} - done
             self._job = _Job(series, self._generation, pending, (focus_volume, focus_index),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from html import escape as html_escape
 from pathlib import Path
 
 import numpy as np
@@ -233,6 +234,7 @@ class MainWindow(QMainWindow):
         self.worker.heatmapReady.connect(self._heatmap_ready)
         self.worker.heatmapFailed.connect(self._heatmap_failed)
         self.worker.progress.connect(self._progress)
+        self.worker.seriesDone.connect(self._series_done)
         self.worker.start()
 
     def _stop_worker(self) -> None:
@@ -285,6 +287,44 @@ class MainWindow(QMainWindow):
             if self.overlay_mode != "none" and self.overlay_target is None:
                 self._update_overlay()
         self._refresh_timer.start()
+
+    def _series_done(self, generation: int, key: str) -> None:
+        series = self.result.find(key)
+        if series is not None and self.class_ids:
+            self.browser.set_finding(key, self._summary(series).short(dict(zip(self.class_ids, self.display_names))))
+            self._refresh_study_summary()
+        if self.series is not None and self._is_classified(self.series):
+            self._classify_next_in_background()
+
+    def _summary(self, series: Series, volume: int = 0):
+        from convnest_viewer.results import summarize
+
+        table = self.store.series_probabilities(self.model_id, series.key, volume, series.n_slices, len(self.class_ids))
+        return summarize(table, self.class_ids)
+
+    def _is_classified(self, series: Series) -> bool:
+        return len(self.store.classified(self.model_id, series.key)) >= series.n_slices * series.n_volumes
+
+    def _classify_next_in_background(self) -> None:
+        """Once the shown series is done, classify the study's other series one after another."""
+        if self.worker is None or not self.model_id:
+            return
+        waiting = next((s for s in self.result.series if not self._is_classified(s)), None)
+        if waiting is not None:
+            self.worker.classify_series(waiting, waiting.n_slices // 2, 0, background=True)
+
+    def _refresh_study_summary(self) -> None:
+        names = dict(zip(self.class_ids, self.display_names))
+        lines = []
+        for series in self.result.series:
+            if self._is_classified(series):
+                label = f"{series.number}: " if series.number is not None else ""
+                lines.append(f"{label}{series.description or '(no description)'}: {self._summary(series).short(names)}")
+        done = len(lines)
+        text = f"<b>Study:</b> {done} of {len(self.result.series)} series classified"
+        if lines:
+            text += "<br><small>" + "<br>".join(html_escape(line) for line in lines[:12]) + "</small>"
+        self.panel.set_study_summary(text)
 
     def _slice_failed(self, generation: int, key: str, volume: int, index: int, reason: str) -> None:
         if self.series is not None and key == self.series.key:
@@ -360,6 +400,7 @@ class MainWindow(QMainWindow):
         self.series = None
         self._windows.clear()
         self.browser.set_result(result)
+        self.panel.set_study_summary("")
         self.browser.select(result.series[0].key)
         message = f"{len(result.series)} series"
         if result.skipped:
@@ -402,6 +443,8 @@ class MainWindow(QMainWindow):
         done = len(self.store.classified(self.model_id, series.key)) if self.model_id else 0
         if self.model_id:
             self._progress(self._generation, series.key, done, total)
+            if done >= total:
+                self._classify_next_in_background()
         self.set_slice(series.n_slices // 2)
         self._refresh_series_plot()
 

@@ -50,6 +50,10 @@ class ProbabilityPanel(QWidget):
         self.summary.setWordWrap(True)
         self.summary.setTextFormat(Qt.TextFormat.RichText)
         layout.addWidget(self.summary)
+        self.study_summary = QLabel("")
+        self.study_summary.setWordWrap(True)
+        self.study_summary.setTextFormat(Qt.TextFormat.RichText)
+        layout.addWidget(self.study_summary)
         self._curves: list[pg.PlotDataItem] = []
         self._n_slices = 0
         self.current: np.ndarray | None = None
@@ -111,6 +115,10 @@ class ProbabilityPanel(QWidget):
         self.plot.setXRange(0.5, max(len(table), 1) + 0.5, padding=0)
         self.set_current(current_index)
         self.summary.setText(self._summary_html(table))
+
+    def set_study_summary(self, html: str) -> None:
+        """Show the findings of every classified series of the study."""
+        self.study_summary.setText(html)
 
     def set_current(self, index: int) -> None:
         """Move the strip plot's marker to a slice."""

@@ -53,6 +53,7 @@ class SeriesBrowser(QWidget):
         self.skipped.setRootIsDecorated(False)
         layout.addWidget(self.skipped, stretch=1)
         self._items: dict[str, QTreeWidgetItem] = {}
+        self._series: dict[str, Series] = {}
         self._thumb_queue: list[Series] = []
         self._thumb_timer = QTimer(self)
         self._thumb_timer.setInterval(0)
@@ -63,6 +64,7 @@ class SeriesBrowser(QWidget):
         self.tree.blockSignals(True)
         self.tree.clear()
         self._items.clear()
+        self._series = {series.key: series for series in result.series}
         for patient in result.tree():
             name = patient.info.name.replace("^", " ").strip() or "(no patient name)"
             patient_item = QTreeWidgetItem([f"{name}  {patient.info.id}".strip()])
@@ -90,6 +92,13 @@ class SeriesBrowser(QWidget):
         self.skipped.setVisible(bool(result.skipped))
         self._thumb_queue = list(result.series)
         self._thumb_timer.start()
+
+    def set_finding(self, key: str, text: str) -> None:
+        """Add the model's finding for a series below its label."""
+        item = self._items.get(key)
+        series = self._series.get(key)
+        if item is not None and series is not None:
+            item.setText(0, f"{series_label(series)}\n→ {text}")
 
     def select(self, key: str) -> None:
         """Select a series by key (emits seriesSelected)."""
