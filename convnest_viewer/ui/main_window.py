@@ -18,7 +18,7 @@ from convnest_viewer.results import HeatmapKey, ResultStore
 from convnest_viewer.ui import settings as prefs
 from convnest_viewer.ui.inference_worker import InferenceWorker
 from convnest_viewer.ui.probability_panel import ProbabilityPanel
-from convnest_viewer.ui.series_browser import SeriesBrowser
+from convnest_viewer.ui.series_browser import SeriesBrowser, format_dicom_date
 from convnest_viewer.ui.slice_view import SliceView
 from convnest_viewer.ui.study_loader import StudyLoader
 
@@ -592,7 +592,7 @@ class MainWindow(QMainWindow):
             top_left = [patient.name.replace("^", " ").strip() or "(no name)", f"ID {patient.id}" if patient.id else ""]
         else:
             top_left = ["(patient identifiers hidden)"]
-        top_left += [_date(study.date), study.description]
+        top_left += [format_dicom_date(study.date), study.description]
         top_right = [series.description, " · ".join(t for t in (series.modality, f"Se {series.number}" if series.number is not None else "", series.sequence) if t)]
         location = series.slice_location(self.index, self.volume)
         bottom_left = [f"Slice {self.index + 1}/{series.n_slices}" + (f"  Vol {self.volume + 1}/{series.n_volumes}" if series.n_volumes > 1 else "")]
@@ -724,10 +724,6 @@ class MainWindow(QMainWindow):
 
 def _elide(text: str, limit: int = 30) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _date(value: str) -> str:
-    return f"{value[:4]}-{value[4:6]}-{value[6:8]}" if len(value) == 8 and value.isdigit() else value
 
 
 def _device_available(choice: str) -> bool:

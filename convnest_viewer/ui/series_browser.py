@@ -70,7 +70,7 @@ class SeriesBrowser(QWidget):
             patient_item = QTreeWidgetItem([f"{name}  {patient.info.id}".strip()])
             self.tree.addTopLevelItem(patient_item)
             for study in patient.studies:
-                date = _format_date(study.info.date)
+                date = format_dicom_date(study.info.date)
                 study_item = QTreeWidgetItem([" · ".join(t for t in (study.info.description or "(study)", date) if t)])
                 patient_item.addChild(study_item)
                 for series in study.series:
@@ -127,5 +127,6 @@ class SeriesBrowser(QWidget):
             item.setIcon(0, QIcon(pixmap))
 
 
-def _format_date(value: str) -> str:
+def format_dicom_date(value: str) -> str:
+    """Return a DICOM date (YYYYMMDD) as YYYY-MM-DD; other text unchanged."""
     return f"{value[:4]}-{value[4:6]}-{value[6:8]}" if len(value) == 8 and value.isdigit() else value
