@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 
@@ -35,9 +37,14 @@ def overlay_rgb(values: np.ndarray, window: Window, heatmap: np.ndarray | None =
     return rgb
 
 
+def png_bytes(rgb: np.ndarray) -> bytes:
+    """Return an RGB uint8 image encoded as PNG."""
+    ok, data = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
+    if not ok:
+        raise OSError("PNG encoding failed")
+    return data.tobytes()
+
+
 def save_png(path, rgb: np.ndarray) -> None:
     """Write an RGB uint8 image as PNG (any path, including non-ASCII)."""
-    ok, data = cv2.imencode(".png", rgb[..., ::-1])
-    if not ok:
-        raise OSError(f"{path}: PNG encoding failed")
-    data.tofile(str(path))
+    Path(path).write_bytes(png_bytes(rgb))

@@ -10,13 +10,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable, Sequence
 
-import cv2
 import numpy as np
 
 from convnest_viewer import __version__
 from convnest_viewer.inference.explain import METHOD_NAMES, Heatmap
 from convnest_viewer.io.model import Series
-from convnest_viewer.render import overlay_rgb
+from convnest_viewer.render import overlay_rgb, png_bytes
 from convnest_viewer.results import ResultStore, SeriesSummary, summarize
 
 log = logging.getLogger(__name__)
@@ -217,14 +216,6 @@ def strip_plot_png(table: np.ndarray, class_ids: Sequence[str], names: dict[str,
 # ---------------------------------------------------------------- helpers
 
 
-def png_bytes(rgb: np.ndarray) -> bytes:
-    """Return an RGB uint8 image encoded as PNG."""
-    ok, data = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
-    if not ok:
-        raise OSError("PNG encoding failed")
-    return data.tobytes()
-
-
 def _figure(rgb: np.ndarray, caption: str) -> str:
     """Return an embedded image with its caption."""
     return f"<figure>{_img(png_bytes(rgb), caption, 'keyslice')}<figcaption>{_e(caption)}</figcaption></figure>"
@@ -255,4 +246,4 @@ def _prepare_path(path) -> Path:
     return path
 
 
-__all__ = ["write_csv", "write_html", "strip_plot_png", "png_bytes"]
+__all__ = ["write_csv", "write_html", "strip_plot_png"]

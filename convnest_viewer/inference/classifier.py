@@ -81,10 +81,6 @@ class Prediction:
         """Return the id of the most probable class."""
         return self.class_ids[self.predicted_index]
 
-    def as_dict(self) -> dict[str, float]:
-        """Return {class id: probability}."""
-        return {c: float(p) for c, p in zip(self.class_ids, self.probabilities)}
-
 
 class Classifier:
     """A loaded, checked model with its card, ready to classify slices on one device."""

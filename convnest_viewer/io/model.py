@@ -242,7 +242,3 @@ class LoadResult:
     def find(self, key: str) -> Series | None:
         """Return the series with this key, or None."""
         return next((s for s in self.series if s.key == key), None)
-
-    def merged(self, other: "LoadResult") -> "LoadResult":
-        """Return this result followed by another one's series and skips."""
-        return LoadResult(self.series + other.series, self.skipped + other.skipped)

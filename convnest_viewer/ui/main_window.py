@@ -336,7 +336,7 @@ class MainWindow(QMainWindow):
         self.progress.setVisible(done < total)
         self.progress.setRange(0, total)
         self.progress.setValue(done)
-        self.progress.setFormat(f"classifying %v/%m")
+        self.progress.setFormat("classifying %v/%m")
 
     def _heatmap_ready(self, generation: int, key: HeatmapKey, heatmap) -> None:
         if self._wanted_heatmap_key(heatmap.target_index) == key:
