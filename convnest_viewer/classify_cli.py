@@ -72,47 +72,39 @@ def run_classify(args: argparse.Namespace) -> int:
 
 
 def _classify_series(classifier, series, path, args, bar, ordinal: int) -> dict:
-    from convnest_viewer.io import PixelReadError
-
     entry = {"uid": series.uid, "path": str(path), "description": series.description, "slices": []}
     positions = [(v, i) for v in range(series.n_volumes) for i in range(series.n_slices)]
     for start in range(0, len(positions), args.batch_size):
         chunk = positions[start:start + args.batch_size]
-        readable, inputs = [], []
-        for volume, index in chunk:
-            try:
-                values = series.pixels(index, volume)
-            except PixelReadError as exc:
-                entry.setdefault("errors", []).append({"index": index, "volume": volume, "reason": str(exc)})
-                continue
-            readable.append((volume, index, values, series.window(index, volume)))
-            inputs.append(classifier.prepare(values, readable[-1][3])[0])
-        if inputs:
-            probabilities = classifier.predict_inputs(np.stack(inputs), args.batch_size)
-            for (volume, index, values, window), probs in zip(readable, probabilities):
-                item = {
-                    "index": index,
-                    "volume": volume,
+        prepared, failed = classifier.prepare_slices(series, chunk)
+        for volume, index, reason in failed:
+            entry.setdefault("errors", []).append({"index": index, "volume": volume, "reason": reason})
+        if prepared:
+            probabilities = classifier.predict_inputs(np.stack([p.model_input for p in prepared]), args.batch_size)
+            for item, probs in zip(prepared, probabilities):
+                result = {
+                    "index": item.index,
+                    "volume": item.volume,
                     "probabilities": {c: round(float(p), 6) for c, p in zip(classifier.class_ids, probs)},
                     "predicted": classifier.class_ids[int(np.argmax(probs))],
                 }
                 if args.explain:
-                    item["overlay"] = str(_write_overlay(classifier, series, values, window, item, args, ordinal))
-                entry["slices"].append(item)
+                    result["overlay"] = str(_write_overlay(classifier, series, item, args, ordinal))
+                entry["slices"].append(result)
         bar.update(len(chunk))
     return entry
 
 
-def _write_overlay(classifier, series, values, window, item, args, ordinal: int) -> Path:
+def _write_overlay(classifier, series, item, args, ordinal: int) -> Path:
     from convnest_viewer.inference.explain import explain
     from convnest_viewer.render import overlay_rgb, save_png
 
-    heatmap = explain(classifier, values, window, args.explain, target=args.target)
+    heatmap = explain(classifier, item.values, item.window, args.explain, target=args.target)
     folder = args.out / f"{ordinal + 1:02d}_{_safe(series.description) or 'series'}"
     folder.mkdir(parents=True, exist_ok=True)
-    suffix = f"_t{item['volume'] + 1:03d}" if series.n_volumes > 1 else ""
-    path = folder / f"slice_{item['index'] + 1:04d}{suffix}_{args.explain}_{heatmap.target_id}.png"
-    save_png(path, overlay_rgb(values, window, heatmap.values, aspect=series.aspect_ratio()))
+    suffix = f"_t{item.volume + 1:03d}" if series.n_volumes > 1 else ""
+    path = folder / f"slice_{item.index + 1:04d}{suffix}_{args.explain}_{heatmap.target_id}.png"
+    save_png(path, overlay_rgb(item.values, item.window, heatmap.values, aspect=series.aspect_ratio()))
     return path
 
 

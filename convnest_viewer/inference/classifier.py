@@ -14,7 +14,8 @@ from convnest_viewer.inference.card import ModelCard, ModelCardError, load_card
 from convnest_viewer.inference.factory import create_classifier
 from convnest_viewer.inference.preprocess import Letterbox, preprocess
 from convnest_viewer.inference.weights import load_state_dict
-from convnest_viewer.io.model import Window
+from convnest_viewer.io.model import Series, Window
+from convnest_viewer.io.pixels import PixelReadError
 from convnest_viewer.paths import models_dir
 
 DEFAULT_MODEL_FILE = "DEFAULT"
@@ -82,6 +83,17 @@ class Prediction:
         return self.class_ids[self.predicted_index]
 
 
+@dataclass
+class SliceInput:
+    """One slice of a series, read and preprocessed for the model."""
+
+    volume: int
+    index: int
+    values: np.ndarray
+    window: Window
+    model_input: np.ndarray
+
+
 class Classifier:
     """A loaded, checked model with its card, ready to classify slices on one device."""
 
@@ -120,6 +132,20 @@ class Classifier:
     def prepare(self, values: np.ndarray, window: Window) -> tuple[np.ndarray, Letterbox]:
         """Return the model input of one slice and its letterbox geometry."""
         return preprocess(values, window, self.spec)
+
+    def prepare_slices(self, series: Series, positions: Sequence[tuple[int, int]]
+                       ) -> tuple[list[SliceInput], list[tuple[int, int, str]]]:
+        """Read and preprocess (volume, index) slices; return those read and (volume, index, reason) for the rest."""
+        prepared, failed = [], []
+        for volume, index in positions:
+            try:
+                values = series.pixels(index, volume)
+                window = series.window(index, volume)
+            except PixelReadError as exc:
+                failed.append((volume, index, str(exc)))
+                continue
+            prepared.append(SliceInput(volume, index, values, window, self.prepare(values, window)[0]))
+        return prepared, failed
 
     def predict_inputs(self, inputs: np.ndarray, batch_size: int = 16) -> np.ndarray:
         """Return calibrated probabilities (N, classes) for preprocessed inputs (N, C, H, W)."""

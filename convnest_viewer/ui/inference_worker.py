@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QThread, Signal
 
-from convnest_viewer.io import PixelReadError, Series
+from convnest_viewer.io import Series
 from convnest_viewer.results import HeatmapKey, ResultStore
 
 
@@ -180,25 +180,20 @@ class InferenceWorker(QThread):
 
     def _classify_slices(self, series: Series, generation: int, chosen: list[tuple[int, int]]) -> None:
         """Classify (volume, index) slices of a series in one batch; store and announce each result."""
-        inputs, kept = [], []
-        for volume, index in chosen:
-            try:
-                values = series.pixels(index, volume)
-                inputs.append(self.classifier.prepare(values, series.window(index, volume))[0])
-                kept.append((volume, index))
-            except PixelReadError as exc:
-                self.sliceFailed.emit(generation, series.key, volume, index, str(exc))
-        if not inputs:
+        prepared, failed = self.classifier.prepare_slices(series, chosen)
+        for volume, index, reason in failed:
+            self.sliceFailed.emit(generation, series.key, volume, index, reason)
+        if not prepared:
             return
         try:
-            probabilities = self.classifier.predict_inputs(np.stack(inputs), batch_size=len(inputs))
+            probabilities = self.classifier.predict_inputs(np.stack([p.model_input for p in prepared]), batch_size=len(prepared))
         except Exception as exc:
-            for volume, index in kept:
-                self.sliceFailed.emit(generation, series.key, volume, index, f"model error: {exc}")
+            for item in prepared:
+                self.sliceFailed.emit(generation, series.key, item.volume, item.index, f"model error: {exc}")
             return
-        for (volume, index), probs in zip(kept, probabilities):
-            self.store.put_probabilities(self.model_id, series.key, volume, index, probs)
-            self.sliceClassified.emit(generation, series.key, volume, index, probs)
+        for item, probs in zip(prepared, probabilities):
+            self.store.put_probabilities(self.model_id, series.key, item.volume, item.index, probs)
+            self.sliceClassified.emit(generation, series.key, item.volume, item.index, probs)
 
     def _make_heatmap(self, request: HeatmapRequest) -> None:
         from convnest_viewer.inference.explain import explain
