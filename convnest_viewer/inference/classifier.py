@@ -32,14 +32,18 @@ def pick_device(preferred: str | None = None) -> torch.device:
         device = torch.device(preferred)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("CUDA was requested but no CUDA GPU is available")
-        if device.type == "mps" and not torch.backends.mps.is_available():
+        if device.type == "mps" and not _mps_available():
             raise RuntimeError("MPS was requested but is not available")
         return device
     if torch.cuda.is_available():
         return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+    if _mps_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
 
 
 def device_description(device: torch.device) -> str:

@@ -727,10 +727,10 @@ def _elide(text: str, limit: int = 30) -> str:
 
 
 def _device_available(choice: str) -> bool:
-    import torch
+    from convnest_viewer.inference.classifier import pick_device
 
-    if choice == "cuda":
-        return torch.cuda.is_available()
-    if choice == "mps":
-        return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    try:
+        pick_device(choice)
+    except RuntimeError:
+        return False
     return True
