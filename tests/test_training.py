@@ -196,8 +196,7 @@ def test_tiny_end_to_end_run_exports_a_model_the_app_loads(small_pack, tmp_path,
     (prediction,) = classifier.predict([(series.pixels(0), series.window(0))])
     assert prediction.probabilities.sum() == pytest.approx(1.0)
     # the exported weights reproduce the trained model's outputs (fp16 rounding aside)
-    trainer = Trainer(TrainConfig.from_dict(json.loads((run / "config.json").read_text())), data, run)
-    trainer.load_checkpoint()
+    trainer = Trainer.from_run(run, data)
     inputs = torch.from_numpy(classifier.prepare(series.pixels(0), series.window(0))[0][None])
     with torch.no_grad():
         expected = torch.softmax(trainer.final_model.eval()(inputs).double() / classifier.card.temperature, 1)[0].numpy()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -68,16 +67,11 @@ def _metrics(logits: np.ndarray, labels: np.ndarray, temperature: float) -> dict
 
 def evaluate_run(run_dir: Path, data: PackedDataset, out_dir: Path) -> dict:
     """Evaluate a finished run folder (its final weights and its split) and write the report folder."""
-    from convnest_viewer.inference.classifier import pick_device
-    from training.train import Trainer, TrainConfig
+    from training.train import Trainer
 
-    config = TrainConfig.from_dict(json.loads((Path(run_dir) / "config.json").read_text()))
-    trainer = Trainer(config, data, run_dir)
-    if not trainer.load_checkpoint():
-        raise FileNotFoundError(f"{run_dir}: no checkpoint to evaluate")
-    device = pick_device(config.device)
+    trainer = Trainer.from_run(run_dir, data)
     report = evaluate(trainer.final_model, trainer.spec, data, trainer.split.train, trainer.split.val,
-                      trainer.split.test, device)
+                      trainer.split.test, trainer.device)
     report["training"] = training_summary(trainer)
     write_report(report, out_dir, history=trainer.history)
     return report

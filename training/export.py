@@ -15,15 +15,11 @@ HEADLINE = ("n", "accuracy", "macro_f1", "cohen_kappa", "macro_auc_ovr", "ece", 
 def export_run(run_dir: Path, report_path: Path, name: str, dest: Path, make_default: bool = False,
                data=None) -> Path:
     """Write dest/name/ (weights + card) from a run's final weights and its evaluation report (data: its PackedDataset)."""
-    from training.train import Trainer, TrainConfig
+    from training.train import Trainer
 
-    run_dir = Path(run_dir)
     report = json.loads(Path(report_path).read_text())
-    config = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
-    trainer = Trainer(config, data, run_dir)
-    if not trainer.load_checkpoint():
-        raise FileNotFoundError(f"{run_dir}: no checkpoint to export")
-    card = config.card(name)
+    trainer = Trainer.from_run(run_dir, data)
+    card = trainer.config.card(name)
     card.temperature = float(report["temperature"])
     card.training = report.get("training", {})
     card.metrics = {

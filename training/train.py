@@ -130,6 +130,15 @@ class Trainer:
         self.epoch = 0
         self.history: list[dict] = []
 
+    @classmethod
+    def from_run(cls, run_dir: Path, data: PackedDataset) -> "Trainer":
+        """Rebuild a run folder's trainer from its saved config and restore its last checkpoint."""
+        config = TrainConfig.from_dict(json.loads((Path(run_dir) / "config.json").read_text()))
+        trainer = cls(config, data, run_dir)
+        if not trainer.load_checkpoint():
+            raise FileNotFoundError(f"{run_dir}: no checkpoint in this run folder")
+        return trainer
+
     @property
     def final_model(self) -> torch.nn.Module:
         """Return the weights to export: the EMA when enabled, else the trained model."""
