@@ -11,6 +11,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder
 
 from convnest_viewer.io.model import PatientInfo, SliceRef, Skipped, StudyInfo, Window
+from convnest_viewer.io.orientation import slice_normal
 
 _PIXEL_DATA_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # PixelData, FloatPixelData, Double...
 _UNDEFINED_LENGTH = 0xFFFFFFFF
@@ -228,11 +229,7 @@ def _classic_frames(path, ds, n_frames, orientation, slope, intercept) -> list[S
     position = _triple(ds.get("ImagePositionPatient"))
     voi = _window(ds.get("WindowCenter"), ds.get("WindowWidth"))
     step = _float(ds.get("SpacingBetweenSlices"))
-    normal = None
-    if n_frames > 1 and position and orientation and step:
-        import numpy as np
-
-        normal = np.cross(orientation[:3], orientation[3:])
+    normal = slice_normal(orientation) if n_frames > 1 and position and step else None
     frames = []
     for index in range(n_frames):
         frame_position = position

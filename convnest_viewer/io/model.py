@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from convnest_viewer.io.orientation import orientation_letters
+from convnest_viewer.io.orientation import orientation_letters, slice_normal
 
 if TYPE_CHECKING:
     from convnest_viewer.io.tags import TagRow
@@ -166,12 +166,7 @@ class Series:
 
     def normal(self) -> np.ndarray | None:
         """Return the unit slice normal (row cosines x column cosines), if known."""
-        if self.orientation is None:
-            return None
-        row, col = np.asarray(self.orientation[:3]), np.asarray(self.orientation[3:])
-        normal = np.cross(row, col)
-        norm = np.linalg.norm(normal)
-        return normal / norm if norm > 0 else None
+        return slice_normal(self.orientation)
 
     def orientation_letters(self) -> dict[str, str] | None:
         """Return the patient directions at the left, right, top and bottom image edges."""

@@ -1,4 +1,4 @@
-"""Patient-direction letters (A/P, L/R, S/I) for the edges of a slice, from its orientation."""
+"""Slice orientation: the patient-direction letters (A/P, L/R, S/I) of its edges and its normal."""
 
 from __future__ import annotations
 
@@ -36,3 +36,12 @@ def orientation_letters(orientation: Sequence[float]) -> dict[str, str]:
         "top": direction_letters(-col),
         "bottom": direction_letters(col),
     }
+
+
+def slice_normal(orientation: Sequence[float] | None) -> np.ndarray | None:
+    """Return the unit normal (row cosines x column cosines) of an orientation, or None if absent or degenerate."""
+    if orientation is None:
+        return None
+    normal = np.cross(np.asarray(orientation[:3], float), np.asarray(orientation[3:6], float))
+    norm = np.linalg.norm(normal)
+    return normal / norm if norm > 1e-6 else None

@@ -8,17 +8,9 @@ from typing import Callable, Sequence
 import numpy as np
 
 from convnest_viewer.io.model import SliceRef
+from convnest_viewer.io.orientation import slice_normal
 
 _POSITION_TOLERANCE_MM = 1e-3
-
-
-def slice_normal(orientation: Sequence[float] | None) -> np.ndarray | None:
-    """Return the unit normal of an ImageOrientationPatient, or None if absent or degenerate."""
-    if orientation is None:
-        return None
-    normal = np.cross(np.asarray(orientation[:3], float), np.asarray(orientation[3:6], float))
-    norm = np.linalg.norm(normal)
-    return normal / norm if norm > 1e-6 else None
 
 
 def stack_volumes(slices: Sequence[SliceRef], orientation: Sequence[float] | None) -> list[list[SliceRef]]:
