@@ -59,14 +59,18 @@ def read_model_image(path: Path, spec: PreprocessSpec) -> np.ndarray:
 
 def pack_images(paths: Sequence[Path], spec: PreprocessSpec, workers: int = 0) -> np.ndarray:
     """Return the images as a (N, size, size) uint8 array through the app's preprocessing."""
-    if workers and len(paths) > 256:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(workers) as pool:
-            images = list(pool.map(lambda p: read_model_image(p, spec), paths, chunksize=64))
-    else:
-        images = [read_model_image(p, spec) for p in paths]
+    images = _map_files(lambda path: read_model_image(path, spec), paths, workers)
     return np.stack(images) if images else np.zeros((0, spec.size, spec.size), np.uint8)
+
+
+def _map_files(function, paths: Sequence[Path], workers: int) -> list:
+    """Apply function to every path, in threads when there are many (OpenCV decodes without the GIL)."""
+    if not workers or len(paths) <= 256:
+        return [function(path) for path in paths]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(function, paths, chunksize=64))
 
 
 def labels_of(records: Iterable[ImageRecord]) -> np.ndarray:
@@ -146,13 +150,7 @@ class PackedDataset:
 def pack_dataset(records: Sequence[ImageRecord], spec: PreprocessSpec, workers: int = 2) -> PackedDataset:
     """Read records through the app's preprocessing into a PackedDataset."""
     paths = [r.path for r in records]
-    if workers and len(paths) > 256:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(workers) as pool:
-            thumbs = list(pool.map(thumbnail, paths, chunksize=64))
-    else:
-        thumbs = [thumbnail(p) for p in paths]
+    thumbs = _map_files(thumbnail, paths, workers)
     return PackedDataset(
         images=pack_images(paths, spec, workers),
         labels=labels_of(records),
