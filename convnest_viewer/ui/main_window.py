@@ -61,7 +61,6 @@ class MainWindow(QMainWindow):
         self.show_identifiers = prefs.get_str(self.settings, "view/identifiers", "true") == "true"
         self._windows: dict[str, Window] = {}
         self._loader: StudyLoader | None = None
-        self._generation = 0
         self._build_central()
         self._build_docks()
         self._build_menus()
@@ -252,7 +251,7 @@ class MainWindow(QMainWindow):
         self.device_label.setText("Model: loading…")
         self._start_worker()
         if self.series is not None:
-            self._generation = self.worker.classify_series(self.series, self.index, self.volume)
+            self.worker.classify_series(self.series, self.index, self.volume)
 
     def _model_ready(self, model_id: str, name: str, device_name: str) -> None:
         if self.worker is None or self.worker.classifier is None:
@@ -270,7 +269,7 @@ class MainWindow(QMainWindow):
         self.device_label.setText(f"{device_name} · model {name}")
         self.panel.set_model_text(f"<b>{name}</b> ({card.architecture}, {card.preprocessing.size} px) on {device_name}")
         if self.series is not None:
-            self._generation = self.worker.classify_series(self.series, self.index, self.volume)
+            self.worker.classify_series(self.series, self.index, self.volume)
             self._show_current_results()
 
     def _model_failed(self, message: str) -> None:
@@ -438,13 +437,12 @@ class MainWindow(QMainWindow):
         self.volume_combo.blockSignals(False)
         self.index = -1
         if self.worker is not None:
-            self._generation = self.worker.classify_series(series, series.n_slices // 2, 0)
-        total = series.n_slices * series.n_volumes
-        done = len(self.store.classified(self.model_id, series.key)) if self.model_id else 0
-        if self.model_id:
-            self._progress(self._generation, series.key, done, total)
-            if done >= total:
-                self._classify_next_in_background()
+            generation = self.worker.classify_series(series, series.n_slices // 2, 0)
+            if self.model_id:
+                done = len(self.store.classified(self.model_id, series.key))
+                self._progress(generation, series.key, done, series.n_slices * series.n_volumes)
+                if self._is_classified(series):
+                    self._classify_next_in_background()
         self.set_slice(series.n_slices // 2)
         self._refresh_series_plot()
 
