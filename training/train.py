@@ -165,7 +165,9 @@ class Trainer:
         aug_gen = torch.Generator(device=self.device).manual_seed(config.seed * 104_729 + self.epoch)
         order = torch.from_numpy(self.split.train)[torch.randperm(len(self.split.train), generator=order_gen)].to(self.device)
         self.model.train()
-        started, seen, loss_sum, correct = time.time(), 0, 0.0, 0
+        started, seen = time.time(), 0
+        loss_sum = torch.zeros((), device=self.device)  # summed on the device: no GPU sync per step
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
         from tqdm import tqdm
 
         bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {self.epoch + 1}/{config.epochs}", unit="step",
@@ -184,12 +186,13 @@ class Trainer:
             if self.ema is not None:
                 self.ema.update(self.model, step=global_step)
             seen += len(batch)
-            loss_sum += float(loss.detach()) * len(batch)
-            correct += int((logits.argmax(1) == targets).sum())
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+            loss_sum += loss.detach() * len(batch)
+            correct += (logits.argmax(1) == targets).sum()
+            if not bar.disable and step % 10 == 0:
+                bar.set_postfix(loss=f"{float(loss_sum) / seen:.3f}", acc=f"{int(correct) / seen:.3f}")
         elapsed = time.time() - started
-        return {"train_loss": loss_sum / seen, "train_acc": correct / seen, "lr": self.optimizer.param_groups[0]["lr"],
-                "seconds": elapsed, "images_per_second": seen / elapsed}
+        return {"train_loss": float(loss_sum) / seen, "train_acc": int(correct) / seen,
+                "lr": self.optimizer.param_groups[0]["lr"], "seconds": elapsed, "images_per_second": seen / elapsed}
 
     def _forward(self, inputs: torch.Tensor) -> torch.Tensor:
         if self.device.type == "cuda":
