@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -96,12 +96,8 @@ def build_dicom_series(records: Sequence[tuple[int, DicomRecord]]) -> tuple[list
     groups: dict[tuple, list[tuple[int, DicomRecord]]] = defaultdict(list)
     for origin, record in records:
         groups[_group_key(record)].append((origin, record))
-    uid_counts: dict[str, int] = defaultdict(int)
-    for key in groups:
-        uid_counts[key[0]] += 1
-    planes_per_series: dict[tuple, int] = defaultdict(int)
-    for key in groups:
-        planes_per_series[key[:2]] += 1
+    uid_counts = Counter(key[0] for key in groups)  # series UIDs shared by several series numbers or planes
+    planes_per_series = Counter(key[:2] for key in groups)
     result: list[tuple[int, Series]] = []
     duplicates: list[Skipped] = []
     plane_counter: dict[tuple, int] = defaultdict(int)
