@@ -111,15 +111,14 @@ def test_rescale_and_monochrome1_are_applied(tmp_path):
     ds.WindowCenter, ds.WindowWidth = 1000, 800
     ds.save_as(tmp_path / "mono1.dcm")
     (series,) = load_study([tmp_path / "mono1.dcm"]).series
-    low, high = -100.0, (2**16 - 1) * 2 - 100.0  # 16 bits stored, signed? MR_small is signed
-    if ds.PixelRepresentation == 1:
-        low, high = -(2**15) * 2 - 100.0, (2**15 - 1) * 2 - 100.0
+    assert ds.PixelRepresentation == 1 and ds.BitsStored == 16  # signed: stored range -32768..32767
+    low, high = -(2**15) * 2 - 100.0, (2**15 - 1) * 2 - 100.0  # that range after rescale
     pivot = low + high
     assert np.array_equal(series.pixels(0), np.float32(pivot) - (raw * 2 - 100))
+    assert np.argmax(raw) == np.argmin(series.pixels(0)), "the brightest stored pixel is shown darkest"
     window = series.window(0)
+    # the window moves with the values, so it still covers the same tissue
     assert window.center == pytest.approx(pivot - 1000) and window.width == pytest.approx(800)
-    # the inverted window still shows the same tissue: a pixel at the old centre sits at the new centre
-    assert pivot - 1000 == pytest.approx(window.center)
 
 
 def test_percentile_window_when_the_file_has_no_voi(tmp_path):

@@ -73,14 +73,12 @@ def test_audit_finds_the_byte_identical_duplicates_across_official_splits():
         assert open(test_path, "rb").read() == open(train_path, "rb").read()
         assert "/Testing/" in test_path and "/Training/" in train_path
     # and the correlation audit flags each of them as a near-duplicate
-    spec = PreprocessSpec(size=SIZE)
     from training.data import thumbnail
 
     test_thumbs = np.stack([thumbnail(p) for p, _ in identical[:20]])
     train_thumbs = np.stack([thumbnail(p) for _, p in identical[:20]])
     rows = leak_table(test_thumbs, np.zeros(20, int), train_thumbs, CLASS_IDS)
     assert rows[-1]["near_duplicates_0.99"] == 20
-    assert spec.size == SIZE
 
 
 def test_duplicate_groups_never_straddle_splits():
