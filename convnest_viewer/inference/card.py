@@ -8,6 +8,7 @@ from pathlib import Path
 
 CARD_FILE = "model_card.json"
 CARD_FORMAT = "convnest-model-card/1"
+PREPROCESSING_VERSIONS = ("letterbox-v1", "letterbox-v2")  # what convnest_viewer.inference.preprocess implements
 CLASS_IDS = ("glioma", "meningioma", "notumor", "pituitary")
 DISPLAY_NAMES = {"glioma": "Glioma", "meningioma": "Meningioma", "notumor": "No tumour", "pituitary": "Pituitary tumour"}
 
@@ -28,7 +29,7 @@ class ClassInfo:
 class PreprocessSpec:
     """How a slice becomes model input: window to 8 bits, letterbox to size, normalise."""
 
-    version: str = "letterbox-v1"
+    version: str = "letterbox-v2"
     size: int = 224
     channels: int = 1
     interpolation: str = "area"  # cv2 INTER_AREA when shrinking, INTER_LINEAR when enlarging
@@ -62,6 +63,7 @@ class ModelCard:
     training: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     intended_use: str = "Research use only. Not a medical device; not for diagnosis."
+    limitations: str = ""  # what the measurements say the model cannot do
     format: str = CARD_FORMAT
 
     @property
@@ -118,12 +120,16 @@ def load_card(folder: Path) -> ModelCard:
             training=raw.get("training", {}),
             metrics=raw.get("metrics", {}),
             intended_use=raw.get("intended_use", ""),
+            limitations=raw.get("limitations", ""),
             format=raw.get("format", ""),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelCardError(f"{path}: malformed model card: {type(exc).__name__}: {exc}") from exc
     if card.format != CARD_FORMAT:
         raise ModelCardError(f"{path}: unknown card format {card.format!r} (expected {CARD_FORMAT!r})")
+    if card.preprocessing.version not in PREPROCESSING_VERSIONS:
+        raise ModelCardError(f"{path}: unknown preprocessing {card.preprocessing.version!r} "
+                             f"(this app knows {', '.join(PREPROCESSING_VERSIONS)}); update the app")
     if not card.weights:
         raise ModelCardError(f"{path}: the card lists no weight files")
     if card.temperature <= 0:
@@ -132,6 +138,6 @@ def load_card(folder: Path) -> ModelCard:
 
 
 def _spec(raw: dict) -> PreprocessSpec:
-    spec = PreprocessSpec(**raw)
+    spec = PreprocessSpec(**{"version": "letterbox-v1", **raw})  # cards older than v2 may omit it
     spec.mean, spec.std = tuple(spec.mean), tuple(spec.std)
     return spec

@@ -1,4 +1,11 @@
-"""The one preprocessing shared by training and the app: window to 8 bits, letterbox, normalise."""
+"""The one preprocessing shared by training and the app: window to 8 bits, crop to the head, letterbox, normalise.
+
+Versions (named in every model card; `load_card` refuses others):
+- `letterbox-v1`: window to 8 bits, resize keeping the aspect, pad to the square input.
+- `letterbox-v2`: the same after cropping the 8-bit slice to the head's bounding box (so the head's scale no
+  longer depends on the field of view) and brightening a dim head so its 99th percentile reaches 250 (gain 1-4).
+  Blank slices are not cropped.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ import cv2
 import numpy as np
 
 from convnest_viewer.inference.card import PreprocessSpec
+from convnest_viewer.inference.foreground import Box, head_box, head_mask
 from convnest_viewer.io.model import Window
 from convnest_viewer.io.pixels import apply_window
 
@@ -23,6 +31,7 @@ class Letterbox:
     left: int
     height: int  # resized slice size inside the input
     width: int
+    crop: Box | None = None  # the part of the slice that was letterboxed (None: all of it)
 
     @property
     def box(self) -> tuple[slice, slice]:
@@ -43,6 +52,10 @@ def to_uint8(values: np.ndarray, window: Window) -> np.ndarray:
     return apply_window(values, window)
 
 
+HEAD_TARGET = 250.0  # letterbox-v2: the head's 99th percentile is brightened up to this value
+MAX_GAIN = 4.0
+
+
 def letterbox_uint8(image: np.ndarray, spec: PreprocessSpec) -> tuple[np.ndarray, Letterbox]:
     """Resize an 8-bit slice keeping its aspect and pad it to the model's square input."""
     geometry = letterbox_geometry(image.shape[0], image.shape[1], spec.size)
@@ -57,9 +70,31 @@ def letterbox_uint8(image: np.ndarray, spec: PreprocessSpec) -> tuple[np.ndarray
     return canvas, geometry
 
 
+def crop_to_head(image: np.ndarray) -> tuple[np.ndarray, Box | None]:
+    """Return the 8-bit slice cut to the head's box, a dim head brightened, and the box (None: no head found)."""
+    mask = head_mask(image)
+    box = head_box(mask)
+    if box is None:
+        return image, None
+    cropped = image[box.slices]
+    top = float(np.percentile(image[mask], 99))
+    gain = min(MAX_GAIN, HEAD_TARGET / max(top, 1.0))
+    if gain > 1.0:
+        cropped = np.clip(np.rint(cropped.astype(np.float32) * np.float32(gain)), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(cropped), box
+
+
 def model_uint8(values: np.ndarray, window: Window, spec: PreprocessSpec) -> tuple[np.ndarray, Letterbox]:
     """Return the 8-bit square model image of a slice and the geometry to undo the letterbox."""
-    return letterbox_uint8(to_uint8(values, window), spec)
+    image = to_uint8(values, window)
+    if spec.version == "letterbox-v1":
+        return letterbox_uint8(image, spec)
+    if spec.version != "letterbox-v2":
+        raise ValueError(f"unknown preprocessing version {spec.version!r}")
+    cropped, box = crop_to_head(image)
+    canvas, inner = letterbox_uint8(cropped, spec)
+    geometry = Letterbox(image.shape[0], image.shape[1], spec.size, inner.top, inner.left, inner.height, inner.width, box)
+    return canvas, geometry
 
 
 def normalize_uint8(images, spec: PreprocessSpec):
@@ -81,6 +116,12 @@ def preprocess(values: np.ndarray, window: Window, spec: PreprocessSpec) -> tupl
 
 
 def unletterbox(heatmap: np.ndarray, geometry: Letterbox) -> np.ndarray:
-    """Map a size x size input-space map back onto the original slice's pixel grid."""
+    """Map a size x size input-space map back onto the original slice's pixel grid (zero outside the crop)."""
     inside = np.ascontiguousarray(heatmap[geometry.box], dtype=np.float32)
-    return cv2.resize(inside, (geometry.columns, geometry.rows), interpolation=cv2.INTER_LINEAR)
+    crop = geometry.crop or Box(0, 0, geometry.rows, geometry.columns)
+    resized = cv2.resize(inside, (crop.width, crop.height), interpolation=cv2.INTER_LINEAR)
+    if geometry.crop is None:
+        return resized
+    full = np.zeros((geometry.rows, geometry.columns), np.float32)
+    full[crop.slices] = resized
+    return full

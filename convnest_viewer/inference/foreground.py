@@ -1,0 +1,64 @@
+"""Find the head (the imaged foreground) on an 8-bit slice: its mask, its bounding box, how much is visible."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+MIN_COMPONENT_SHARE = 0.05  # components smaller than this share of the largest one are noise or labels
+MIN_HEAD_SHARE = 0.005  # below this share of the slice there is no head to crop to
+BOX_MARGIN = 0.04  # margin around the head's box, as a share of the box's longer side
+
+
+@dataclass(frozen=True)
+class Box:
+    """A rectangle of a slice: top-left corner and size in pixels."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+
+    @property
+    def slices(self) -> tuple[slice, slice]:
+        """Return the (rows, columns) slices that cut this box out of an array."""
+        return slice(self.top, self.top + self.height), slice(self.left, self.left + self.width)
+
+
+def head_mask(image: np.ndarray) -> np.ndarray:
+    """Return a boolean mask of the head on an 8-bit slice (Otsu threshold, cleaned of specks)."""
+    if image.size == 0 or int(image.max()) == int(image.min()):
+        return np.zeros(image.shape, bool)
+    threshold, _ = cv2.threshold(image, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    # Otsu on a dark, low-contrast slice can fall into the background noise; never below 5% of the slice's top
+    floor = 0.05 * float(np.percentile(image, 99.5))
+    binary = (image > max(threshold * 0.5, floor)).astype(np.uint8)
+    radius = max(1, round(min(image.shape) / 128))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    binary = cv2.morphologyEx(binary, cv2.MORPH_OPEN, kernel)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    if count <= 1:
+        return np.zeros(image.shape, bool)
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    keep = np.flatnonzero(areas >= MIN_COMPONENT_SHARE * areas.max()) + 1
+    return np.isin(labels, keep)
+
+
+def head_share(image: np.ndarray) -> float:
+    """Return the share of the slice covered by the head (0 for a blank slice)."""
+    return float(head_mask(image).mean()) if image.size else 0.0
+
+
+def head_box(mask: np.ndarray) -> Box | None:
+    """Return the bounding box of a head mask with a small margin; None when there is too little head."""
+    rows, columns = mask.shape[:2]
+    if mask.mean() < MIN_HEAD_SHARE:
+        return None
+    ys, xs = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    top, bottom, left, right = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
+    margin = round(BOX_MARGIN * max(bottom - top, right - left))
+    top, left = max(0, top - margin), max(0, left - margin)
+    bottom, right = min(rows, bottom + margin), min(columns, right + margin)
+    return Box(top, left, bottom - top, right - left)
