@@ -1,8 +1,8 @@
-"""Datasets of folder-per-class slices, read through the app's own preprocessing into 8-bit arrays."""
+"""Packed datasets: labelled slices of every source, read through the app's own preprocessing into 8-bit arrays."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -10,25 +10,35 @@ import numpy as np
 
 from convnest_viewer.inference.card import CLASS_IDS, PreprocessSpec
 from convnest_viewer.inference.preprocess import model_uint8
-from convnest_viewer.io.pixels import read_raster, to_grayscale
+from convnest_viewer.io.model import Window
+from convnest_viewer.io.nifti import is_nifti
+from convnest_viewer.io.pixels import apply_window, percentile_window, read_raster, to_grayscale
 from convnest_viewer.io.raster import EIGHT_BIT_WINDOW, RASTER_SUFFIXES
 
-# Folder names of each known dataset, mapped to our class ids.
+# Folder names of each known folder-per-class dataset, mapped to our class ids.
 CLASS_FOLDERS = {
     "brain-tumor-mri": {c: c for c in CLASS_IDS},
-    "sartaj": {"glioma_tumor": "glioma", "meningioma_tumor": "meningioma", "no_tumor": "notumor", "pituitary_tumor": "pituitary"},
 }
 SPLIT_FOLDERS = {"Training": "train", "Testing": "test"}
 
 
 @dataclass(frozen=True)
 class ImageRecord:
-    """One labelled image of a dataset: where it is, its class, its official split and its source."""
+    """One labelled slice: where it is, its class, its source's own split, and where it sits in its scan.
+
+    A raster file is one slice; a NIfTI volume gives many, told apart by plane and slice index.
+    """
 
     path: Path
     label: int
-    split: str  # the dataset's own split: "train" or "test"
+    split: str  # the source's own split ("train", "validation", "test"), "" where it has none
     source: str
+    case: str = ""  # patient / scan; never split across train and validation
+    institution: str = ""
+    sequence: str = ""  # t1, t1c, flair, ... ("" when the source does not say)
+    plane: str = ""  # axial, coronal, sagittal ("" when unknown)
+    slice_index: int = -1  # position in its scan (0 = first), -1 when unknown
+    slice_count: int = 0
 
 
 def list_dataset(root: Path, source: str | None = None) -> list[ImageRecord]:
@@ -57,6 +67,22 @@ def read_model_image(path: Path, spec: PreprocessSpec) -> np.ndarray:
     return image
 
 
+def record_pixels(record: ImageRecord) -> tuple[np.ndarray, Window]:
+    """Return a record's slice values and the window the app would use for them."""
+    if record.plane and is_nifti(record.path):
+        from training.volumes import volume_slice
+
+        values = volume_slice(record.path, record.plane, record.slice_index)
+        return values, percentile_window(values)
+    return to_grayscale(read_raster(record.path)).astype(np.float32), EIGHT_BIT_WINDOW
+
+
+def record_model_image(record: ImageRecord, spec: PreprocessSpec) -> np.ndarray:
+    """Return a record's slice as the 8-bit square the model sees."""
+    values, window = record_pixels(record)
+    return model_uint8(values, window, spec)[0]
+
+
 def pack_images(paths: Sequence[Path], spec: PreprocessSpec, workers: int = 0) -> np.ndarray:
     """Return the images as a (N, size, size) uint8 array through the app's preprocessing."""
     images = _map_files(lambda path: read_model_image(path, spec), paths, workers)
@@ -83,10 +109,25 @@ THUMB_SIZE = 32
 
 def thumbnail(path: Path) -> np.ndarray:
     """Return the image squashed to 32x32 grayscale (for near-duplicate search, not for the model)."""
+    return _thumb(to_grayscale(read_raster(path)).astype(np.float32))
+
+
+def record_thumbnail(record: ImageRecord) -> np.ndarray:
+    """Return a record's slice squashed to 32x32 (raster files as they are, volume slices windowed to 8 bits)."""
+    if record.plane and is_nifti(record.path):
+        values, window = record_pixels(record)
+        return _thumb(apply_window(values, window).astype(np.float32))
+    return thumbnail(record.path)
+
+
+def _thumb(gray: np.ndarray) -> np.ndarray:
     import cv2
 
-    gray = to_grayscale(read_raster(path)).astype(np.float32)
     return cv2.resize(gray, (THUMB_SIZE, THUMB_SIZE), interpolation=cv2.INTER_AREA)
+
+
+META_TEXT = ("case", "institution", "sequence", "plane")
+META_INT = ("slice_index", "slice_count")
 
 
 @dataclass
@@ -101,15 +142,39 @@ class PackedDataset:
     thumbs: np.ndarray  # (N, 32, 32) float32
     size: int
     preprocessing: str
+    meta: dict[str, np.ndarray] = field(default_factory=dict)  # META_TEXT (str) and META_INT (int) columns
+
+    def __post_init__(self) -> None:
+        n = len(self.labels)
+        for name in META_TEXT:
+            self.meta.setdefault(name, np.full(n, "", dtype="<U1"))
+        for name in META_INT:
+            self.meta.setdefault(name, np.full(n, -1 if name == "slice_index" else 0, np.int32))
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @property
+    def case(self) -> np.ndarray:
+        """Return each image's case (patient / scan), "" where unknown."""
+        return self.meta["case"]
+
+    @property
+    def sequence(self) -> np.ndarray:
+        """Return each image's sequence (t1, t1c, flair, ...), "" where unknown."""
+        return self.meta["sequence"]
+
+    @property
+    def institution(self) -> np.ndarray:
+        """Return each image's institution, "" where unknown."""
+        return self.meta["institution"]
 
     def subset(self, mask_or_index) -> "PackedDataset":
         """Return the rows selected by a boolean mask or an index array."""
         pick = np.asarray(mask_or_index)
         return PackedDataset(self.images[pick], self.labels[pick], self.split[pick], self.source[pick],
-                             self.paths[pick], self.thumbs[pick], self.size, self.preprocessing)
+                             self.paths[pick], self.thumbs[pick], self.size, self.preprocessing,
+                             {k: v[pick] for k, v in self.meta.items()})
 
     def save(self, path: Path, jpeg_quality: int | None = None) -> Path:
         """Write one compact .npz (no pickles); JPEG-compress the images when a quality is given."""
@@ -117,7 +182,8 @@ class PackedDataset:
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = dict(labels=self.labels.astype(np.int8), split=self.split, source=self.source, paths=self.paths,
                       thumbs=np.clip(np.rint(self.thumbs), 0, 255).astype(np.uint8),
-                      size=np.array(self.size), preprocessing=np.array(self.preprocessing))
+                      size=np.array(self.size), preprocessing=np.array(self.preprocessing),
+                      **{f"meta_{k}": v for k, v in self.meta.items()})
         if jpeg_quality:
             import cv2
 
@@ -142,22 +208,25 @@ class PackedDataset:
                 offsets, blob = data["jpeg_offsets"], data["jpeg_bytes"]
                 images = np.stack([cv2.imdecode(blob[offsets[i]:offsets[i + 1]], cv2.IMREAD_GRAYSCALE)
                                    for i in range(len(offsets) - 1)])
+            meta = {k[len("meta_"):]: data[k] for k in data.files if k.startswith("meta_")}
             return cls(images=images, labels=data["labels"].astype(np.int64), split=data["split"], source=data["source"],
                        paths=data["paths"], thumbs=data["thumbs"].astype(np.float32), size=int(data["size"]),
-                       preprocessing=str(data["preprocessing"]))
+                       preprocessing=str(data["preprocessing"]), meta=meta)
 
 
 def pack_dataset(records: Sequence[ImageRecord], spec: PreprocessSpec, workers: int = 2) -> PackedDataset:
     """Read records through the app's preprocessing into a PackedDataset."""
-    paths = [r.path for r in records]
-    thumbs = _map_files(thumbnail, paths, workers)
+    images = _map_files(lambda record: record_model_image(record, spec), records, workers)
+    thumbs = _map_files(record_thumbnail, records, workers)
     return PackedDataset(
-        images=pack_images(paths, spec, workers),
+        images=np.stack(images) if images else np.zeros((0, spec.size, spec.size), np.uint8),
         labels=labels_of(records),
         split=np.array([r.split for r in records]),
         source=np.array([r.source for r in records]),
-        paths=np.array([str(p) for p in paths]),
+        paths=np.array([str(r.path) for r in records]),
         thumbs=np.stack(thumbs) if thumbs else np.zeros((0, THUMB_SIZE, THUMB_SIZE), np.float32),
         size=spec.size,
         preprocessing=spec.version,
+        meta={**{k: np.array([getattr(r, k) for r in records], dtype=str) for k in META_TEXT},
+              **{k: np.array([getattr(r, k) for r in records], dtype=np.int32) for k in META_INT}},
     )

@@ -110,7 +110,7 @@ def read_dicom_frame(path: Path, frame: int | None) -> np.ndarray:
 
 def read_nifti_slice(path: Path, z: int, t: int | None) -> np.ndarray:
     """Return slice z (of volume t) of a NIfTI file, reading the file once per cache lifetime."""
-    volume = PIXEL_CACHE.get_or_load(("nifti-volume", str(path)), lambda: _read_nifti_array(path))
+    volume = PIXEL_CACHE.get_or_load(("nifti-volume", str(path)), lambda: read_nifti_volume(path))
     if volume.ndim == 2:
         return volume
     if volume.ndim == 4:
@@ -118,7 +118,8 @@ def read_nifti_slice(path: Path, z: int, t: int | None) -> np.ndarray:
     return volume[z]
 
 
-def _read_nifti_array(path: Path) -> np.ndarray:
+def read_nifti_volume(path: Path) -> np.ndarray:
+    """Return a NIfTI file's voxels as a numpy array ((t,) z, y, x), as SimpleITK reads them."""
     import SimpleITK as sitk
 
     return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))

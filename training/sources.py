@@ -1,0 +1,178 @@
+"""List the labelled slices of each source: folder-per-class sets, tcga-lgg scans with masks, NIfTI volumes.
+
+Slice labels from masks follow one rule for every source with masks (tcga-lgg, brats label maps):
+- tumour (glioma) when the mask covers at least MIN_TUMOUR_MM2 on the slice;
+- no tumour when the slice's mask is empty, the slice lies at least MIN_GAP_MM from every slice with tumour,
+  and enough head is visible (at least MIN_HEAD_FRACTION of the scan's largest head section in that plane);
+- left out otherwise (a small or partial tumour, a slice next to the tumour, little head), and counted.
+Whole healthy volumes give no-tumour slices wherever some head is visible.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from convnest_viewer.inference.card import CLASS_IDS
+from convnest_viewer.inference.foreground import MIN_HEAD_SHARE, head_mask
+from convnest_viewer.io.pixels import apply_window, percentile_window
+from training.data import ImageRecord, list_dataset
+from training.volumes import PLANES, plane_length, take_slice, volume_array
+
+GLIOMA, NOTUMOR = CLASS_IDS.index("glioma"), CLASS_IDS.index("notumor")
+MIN_TUMOUR_MM2 = 100.0  # about a 1 cm x 1 cm lesion
+MIN_GAP_MM = 8.0
+MIN_HEAD_FRACTION = 0.4
+TCGA_PIXEL_MM = 0.9  # tcga-lgg slices are 256 x 256 over a field of view of about 22-24 cm
+TCGA_SLICE_MM = 5.0  # typical slice spacing of the tcga-lgg scans (20-40 slices over the head)
+VOLUME_STRIDE = 2  # every second 1 mm slice: neighbours are near-copies
+TCGA_SEQUENCES = ("t1", "flair", "t1c")
+BRATS_SEQUENCES = {"Flair": "flair", "T1c": "t1c"}
+
+
+@dataclass
+class SourceListing:
+    """The labelled slices of one source and, per reason, how many slices were left out."""
+
+    source: str
+    records: list[ImageRecord] = field(default_factory=list)
+    left_out: Counter = field(default_factory=Counter)
+
+    def summary(self) -> dict:
+        """Return counts per class and per reason left out."""
+        return {"source": self.source, "images": len(self.records),
+                "per_class": dict(Counter(CLASS_IDS[r.label] for r in self.records)),
+                "per_sequence": dict(Counter(r.sequence or "unknown" for r in self.records)),
+                "left_out": dict(self.left_out)}
+
+
+def detect_source(path: Path) -> str:
+    """Return which kind of source a path holds: folder-per-class, tcga-lgg, label volumes or a healthy volume."""
+    path = Path(path)
+    if path.is_file() and path.name.lower().endswith((".nii", ".nii.gz")):
+        return "healthy-volume"
+    if (path / "Training").is_dir() and (path / "Testing").is_dir():
+        return "folder-per-class"
+    if (path / "cases.csv").is_file():
+        return "tcga-lgg"
+    if any(path.glob("*/*/OTMultiClass.nii*")):
+        return "label-volumes"
+    raise ValueError(f"{path}: not a known dataset (folder-per-class, tcga-lgg, label volumes or a NIfTI volume)")
+
+
+def list_source(path: Path) -> SourceListing:
+    """List the labelled slices of any known source."""
+    kind = detect_source(path)
+    if kind == "folder-per-class":
+        return SourceListing(Path(path).name, list_dataset(path))
+    if kind == "tcga-lgg":
+        return list_tcga_lgg(path)
+    if kind == "label-volumes":
+        return list_label_volumes(path)
+    return list_healthy_volume(path)
+
+
+def slice_labels(tumour_mm2: np.ndarray, head: np.ndarray, slice_mm: float) -> tuple[np.ndarray, list[str]]:
+    """Label a scan's slices in order: GLIOMA, NOTUMOR or -1 (left out), and say why each was left out."""
+    tumour_slices = np.flatnonzero(tumour_mm2 > 0)
+    head_ok = head >= MIN_HEAD_FRACTION * max(float(head.max()), 1e-9)
+    labels, reasons = np.full(len(tumour_mm2), -1), [""] * len(tumour_mm2)
+    for i, area in enumerate(tumour_mm2):
+        if area >= MIN_TUMOUR_MM2:
+            labels[i] = GLIOMA
+        elif area > 0:
+            reasons[i] = "tumour smaller than the minimum area"
+        elif len(tumour_slices) and np.abs(tumour_slices - i).min() * slice_mm < MIN_GAP_MM:
+            reasons[i] = "no tumour, but next to a tumour slice"
+        elif not head_ok[i]:
+            reasons[i] = "no tumour, but too little head visible"
+        else:
+            labels[i] = NOTUMOR
+    return labels, reasons
+
+
+def _raster_head_share(path: Path) -> float:
+    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    return float(head_mask(image).mean()) if image is not None else 0.0
+
+
+def list_tcga_lgg(root: Path, only: tuple[str, ...] = ()) -> SourceListing:
+    """List tcga-lgg slices per sequence, labelled from their masks (see the module docstring); all or some cases."""
+    root = Path(root)
+    listing = SourceListing("tcga-lgg")
+    with open(root / "cases.csv", newline="") as handle:
+        cases = [row for row in csv.DictReader(handle) if not only or row["case"] in only]
+    pattern = re.compile(r"_(\d+)_mask\.png$")
+    for row in cases:
+        case, folder = row["case"], root / row["case"]
+        numbers = sorted(int(m.group(1)) for p in folder.glob("*_mask.png") if (m := pattern.search(p.name)))
+        if not numbers:
+            listing.left_out["case without masks"] += 1
+            continue
+        masks = [cv2.imread(str(folder / f"{case}_{n}_mask.png"), cv2.IMREAD_GRAYSCALE) for n in numbers]
+        tumour_mm2 = np.array([(m > 127).sum() * TCGA_PIXEL_MM ** 2 for m in masks])
+        for sequence in row["sequences"].split():
+            paths = [folder / f"{case}_{n}_{sequence}.jpg" for n in numbers]
+            head = np.array([_raster_head_share(p) if p.is_file() else 0.0 for p in paths])
+            labels, reasons = slice_labels(tumour_mm2, head, TCGA_SLICE_MM)
+            for i, (path, label) in enumerate(zip(paths, labels)):
+                if not path.is_file():
+                    listing.left_out["image file missing"] += 1
+                elif label < 0:
+                    listing.left_out[reasons[i]] += 1
+                else:
+                    listing.records.append(ImageRecord(path, int(label), "", listing.source, case, row["institution"],
+                                                       sequence, "axial", i, len(numbers)))
+    return listing
+
+
+def list_label_volumes(root: Path) -> SourceListing:
+    """List slices of NIfTI volumes with label maps (brats layout: split/case/*.nii.gz) in all three planes."""
+    root = Path(root)
+    listing = SourceListing(root.name)
+    for labels_path in sorted(root.glob("*/*/OTMultiClass.nii*")):
+        case_dir = labels_path.parent
+        split = case_dir.parent.name
+        tumour = volume_array(labels_path) > 0
+        brain = volume_array(next(case_dir.glob("brainmask.nii*"))) > 0
+        for prefix, sequence in BRATS_SEQUENCES.items():
+            image_path = next(case_dir.glob(f"{prefix}_*.nii*"), None)
+            if image_path is None:
+                listing.left_out[f"{sequence} volume missing"] += 1
+                continue
+            for plane in PLANES:
+                count = plane_length(tumour.shape, plane)
+                tumour_mm2 = np.array([take_slice(tumour, plane, i).sum() for i in range(count)], float)
+                head = np.array([take_slice(brain, plane, i).mean() for i in range(count)])
+                labels, reasons = slice_labels(tumour_mm2, head, 1.0)
+                for i in range(0, count, VOLUME_STRIDE):
+                    if labels[i] < 0:
+                        listing.left_out[reasons[i]] += 1
+                        continue
+                    listing.records.append(ImageRecord(image_path, int(labels[i]), split, listing.source, case_dir.name,
+                                                       "", sequence, plane, i, count))
+    return listing
+
+
+def list_healthy_volume(path: Path) -> SourceListing:
+    """List the slices of a healthy head's volume in all three planes as no tumour (blank slices left out)."""
+    path = Path(path)
+    listing = SourceListing("healthy-volunteer")
+    volume = volume_array(path)
+    case = path.name.split(".")[0]
+    sequence = next((s for s in ("t1c", "t1", "t2", "flair", "pd") if re.search(rf"(^|_){s}($|_)", case.lower())), "")
+    for plane in PLANES:
+        count = plane_length(volume.shape, plane)
+        for i in range(0, count, VOLUME_STRIDE):
+            values = take_slice(volume, plane, i)
+            if head_mask(apply_window(values, percentile_window(values))).mean() < MIN_HEAD_SHARE:
+                listing.left_out["blank slice"] += 1
+                continue
+            listing.records.append(ImageRecord(path, NOTUMOR, "", listing.source, case, "", sequence, plane, i, count))
+    return listing
