@@ -41,22 +41,41 @@ class TrainConfig:
     ema_decay: float = 0.998  # 0 disables the EMA of weights
     seed: int = 0
     device: str = "auto"
-    amp: bool = True  # bf16 autocast on CUDA
+    amp: bool = True  # bf16 autocast (CUDA, and the CPU where it supports bf16)
     val_fraction: float = 0.1
-    source: str = "brain-tumor-mri"
+    source: str = "brain-tumor-mri"  # the folder-per-class source: validation by near-duplicate groups
     max_train_images: int = 0  # 0: all (a cap is for quick tests)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    preprocessing: str = "letterbox-v2"
+    train_sources: str = ""  # comma-separated sources to train on ("": every source in the pack)
+    holdout_institutions: str = "CS"  # tcga-lgg institutions never trained on (the held-out test)
+    balance: bool = True  # draw each epoch balanced over sources (by source_weights) and classes within a source
+    source_weights: str = "brain-tumor-mri:0.5,tcga-lgg:0.32,brats2013-hgg:0.1,healthy-volunteer:0.08"
+    epoch_images: int = 0  # images drawn per epoch (0: as many as there are training images)
+    sequence_augment: bool = True  # random intensity curves, bias field, blur, resolution, noise
+    augment: AugmentConfig | None = None  # None: the default recipe (sequence contrast per sequence_augment)
+
+    def __post_init__(self) -> None:
+        if self.augment is None:
+            self.augment = AugmentConfig.sequences() if self.sequence_augment else AugmentConfig()
 
     def card(self, name: str) -> ModelCard:
         """Return a model card (without weights) for a model trained with this config."""
         return ModelCard(name=name, architecture=self.architecture, classes=default_classes(),
-                         preprocessing=PreprocessSpec(size=self.size), drop_path_rate=self.drop_path)
+                         preprocessing=PreprocessSpec(version=self.preprocessing, size=self.size),
+                         drop_path_rate=self.drop_path)
+
+    def weights_of_sources(self) -> dict[str, float]:
+        """Return the share of each epoch drawn from each source."""
+        pairs = [item.split(":") for item in self.source_weights.split(",") if item.strip()]
+        return {name.strip(): float(weight) for name, weight in pairs}
 
     @classmethod
     def from_dict(cls, raw: dict) -> "TrainConfig":
         """Rebuild a config saved with asdict()."""
         raw = dict(raw)
-        raw["augment"] = AugmentConfig(**raw.get("augment", {}))
+        raw.setdefault("preprocessing", "letterbox-v1")  # runs saved before letterbox-v2 existed
+        if raw.get("augment") is not None:
+            raw["augment"] = AugmentConfig(**raw["augment"])
         return cls(**raw)
 
 
@@ -74,17 +93,77 @@ class TrainSplit:
 
 
 def make_split(data: PackedDataset, config: TrainConfig) -> TrainSplit:
-    """Split the source's official training images into train/validation by near-duplicate groups."""
-    from_source = data.source == config.source
-    official_train = np.flatnonzero(from_source & (data.split == "train"))
-    official_test = np.flatnonzero(from_source & (data.split == "test"))
-    groups = duplicate_groups(len(official_train), near_duplicate_pairs(data.thumbs[official_train], NEAR_DUPLICATE))
-    rest, held_out = group_split(data.labels[official_train], groups, config.val_fraction, config.seed)
-    train = official_train[rest]
+    """Split every source into train / validation / test without ever splitting a patient.
+
+    - the folder-per-class source (config.source): its official test split is the test; its official training
+      images are split into train and validation by near-duplicate groups;
+    - sources with institutions (tcga-lgg): the held-out institutions are the test; the other patients are
+      split into train and validation by patient;
+    - sources with their own split folders (brats): train / validation / test as given, whole cases;
+    - anything else (healthy volumes): training.
+    Sources not in config.train_sources lose their training part (their held-out parts stay for evaluation).
+    """
+    parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
+    wanted = {s.strip() for s in config.train_sources.split(",") if s.strip()}
+    held_out = {s.strip() for s in config.holdout_institutions.split(",") if s.strip()}
+    for source in np.unique(data.source):
+        indices = np.flatnonzero(data.source == source)
+        if source == config.source:
+            train, val, test = _folder_split(data, indices, config)
+        elif (data.institution[indices] != "").any():
+            test_mask = np.isin(data.institution[indices], list(held_out))
+            rest = indices[~test_mask]
+            train, val = _patient_split(data.case[rest], rest, config.val_fraction, config.seed)
+            test = indices[test_mask]
+        elif np.isin(data.split[indices], ["train", "validation", "test"]).all() and (data.split[indices] != "train").any():
+            train, val, test = (indices[data.split[indices] == name] for name in ("train", "validation", "test"))
+        else:
+            train, val, test = indices, indices[:0], indices[:0]
+        if wanted and source not in wanted:
+            train = train[:0]
+        for name, part in zip(("train", "val", "test"), (train, val, test)):
+            parts[name].append(part)
+    train, val, test = (np.sort(np.concatenate(parts[k])) if parts[k] else np.zeros(0, np.int64) for k in ("train", "val", "test"))
     if config.max_train_images:
         rng = np.random.default_rng(config.seed)
         train = np.sort(rng.choice(train, size=min(config.max_train_images, len(train)), replace=False))
-    return TrainSplit(train=train, val=official_train[held_out], test=official_test)
+    return TrainSplit(train=train, val=val, test=test)
+
+
+def _folder_split(data: PackedDataset, indices: np.ndarray, config: TrainConfig) -> tuple[np.ndarray, ...]:
+    official_train = indices[data.split[indices] == "train"]
+    official_test = indices[data.split[indices] == "test"]
+    groups = duplicate_groups(len(official_train), near_duplicate_pairs(data.thumbs[official_train], NEAR_DUPLICATE))
+    rest, held_out = group_split(data.labels[official_train], groups, config.val_fraction, config.seed)
+    return official_train[rest], official_train[held_out], official_test
+
+
+def _patient_split(cases: np.ndarray, indices: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices into (train, validation) by whole cases, about `fraction` of the cases held out."""
+    names = np.unique(cases)
+    rng = np.random.default_rng(seed)
+    held = set(rng.choice(names, size=max(1, round(len(names) * fraction)), replace=False)) if len(names) > 1 else set()
+    mask = np.isin(cases, list(held))
+    return indices[~mask], indices[mask]
+
+
+def sampling_weights(data: PackedDataset, train: np.ndarray, config: TrainConfig) -> np.ndarray:
+    """Return each training image's probability of being drawn: sources by weight, classes equal within one."""
+    sources, labels = data.source[train], data.labels[train]
+    shares = config.weights_of_sources()
+    present = np.unique(sources)
+    total = sum(shares.get(s, 0.0) for s in present)
+    if total <= 0:
+        raise ValueError(f"source_weights {config.source_weights!r} give no weight to the training sources "
+                         f"{', '.join(present)}")
+    weights = np.zeros(len(train))
+    for source in present:
+        in_source = sources == source
+        classes = np.unique(labels[in_source])
+        for label in classes:
+            cell = in_source & (labels == label)
+            weights[cell] = shares.get(source, 0.0) / total / len(classes) / cell.sum()
+    return weights / weights.sum()
 
 
 class Trainer:
@@ -95,9 +174,11 @@ class Trainer:
 
         if data.size != config.size:
             raise ValueError(f"packed images are {data.size} px but the config asks for {config.size}; repack")
+        if data.preprocessing != config.preprocessing:
+            raise ValueError(f"packed images use {data.preprocessing} but the config asks for {config.preprocessing}; repack")
         self.config, self.data, self.run_dir = config, data, Path(run_dir)
         self.device = pick_device(config.device)
-        self.spec = PreprocessSpec(size=config.size)
+        self.spec = PreprocessSpec(version=config.preprocessing, size=config.size)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         split_file = self.run_dir / "split.json"
         if split is not None:
@@ -119,7 +200,9 @@ class Trainer:
         from timm.utils import ModelEmaV3
 
         self.optimizer = create_optimizer_v2(self.model, opt=config.optimizer, lr=config.lr, weight_decay=config.weight_decay)
-        self.steps_per_epoch = max(1, len(self.split.train) // config.batch_size)
+        self.epoch_images = config.epoch_images or len(self.split.train)
+        self.steps_per_epoch = max(1, self.epoch_images // config.batch_size)
+        self.draw_weights = torch.from_numpy(sampling_weights(data, self.split.train, config)) if config.balance else None
         total = self.steps_per_epoch * config.epochs
         self.scheduler = CosineLRScheduler(self.optimizer, t_initial=total, lr_min=config.lr * 1e-3,
                                            warmup_t=int(config.warmup_epochs * self.steps_per_epoch),
@@ -163,7 +246,7 @@ class Trainer:
         torch.manual_seed(config.seed * 100_003 + self.epoch)  # drop path: reproducible per epoch
         order_gen = torch.Generator().manual_seed(config.seed * 7919 + self.epoch)
         aug_gen = torch.Generator(device=self.device).manual_seed(config.seed * 104_729 + self.epoch)
-        order = torch.from_numpy(self.split.train)[torch.randperm(len(self.split.train), generator=order_gen)].to(self.device)
+        order = torch.from_numpy(self.split.train)[self._draw_order(order_gen)].to(self.device)
         self.model.train()
         started, seen = time.time(), 0
         loss_sum = torch.zeros((), device=self.device)  # summed on the device: no GPU sync per step
@@ -194,23 +277,38 @@ class Trainer:
         return {"train_loss": float(loss_sum) / seen, "train_acc": int(correct) / seen,
                 "lr": self.optimizer.param_groups[0]["lr"], "seconds": elapsed, "images_per_second": seen / elapsed}
 
+    def _draw_order(self, generator: torch.Generator) -> torch.Tensor:
+        """Return this epoch's positions into the training indices: balanced draws, or a permutation."""
+        if self.draw_weights is None:
+            count = len(self.split.train)
+            order = torch.randperm(count, generator=generator)
+            return order.repeat(self.epoch_images // count + 1)[:self.epoch_images] if self.epoch_images > count else order
+        return torch.multinomial(self.draw_weights, self.epoch_images, replacement=True, generator=generator)
+
     def _forward(self, inputs: torch.Tensor) -> torch.Tensor:
         if self.device.type == "cuda":
             inputs = inputs.contiguous(memory_format=torch.channels_last)
-            if self.config.amp:
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    return self.model(inputs)
+        if self.config.amp and (self.device.type == "cuda" or cpu_supports_bf16()):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                return self.model(inputs)
         return self.model(inputs)
 
     def _validate(self) -> dict:
         result = {}
-        for prefix, model in (("val", self.model), ("val_ema", self.ema.module if self.ema else None)):
-            if model is None:
+        sources = self.data.source[self.split.val]
+        # the EMA is what gets exported: validate it alone when there is one (half the validation time)
+        candidates = (("val_ema", self.ema.module),) if self.ema is not None else (("val", self.model),)
+        for prefix, model in candidates:
+            if not len(self.split.val):
                 continue
             logits = predict_logits(model, self.images, self.split.val, self.spec, self.device, self.config.amp)
             targets = self.labels[self.split.val].cpu()
             result[f"{prefix}_loss"] = float(F.cross_entropy(logits, targets))
-            result[f"{prefix}_acc"] = float((logits.argmax(1) == targets).float().mean())
+            correct = (logits.argmax(1) == targets).numpy()
+            result[f"{prefix}_acc"] = float(correct.mean())
+            if len(np.unique(sources)) > 1:
+                for source in np.unique(sources):
+                    result[f"{prefix}_acc_{source}"] = float(correct[sources == source].mean())
         return result
 
     def _write_log(self) -> None:
@@ -255,6 +353,15 @@ class Trainer:
         return True
 
 
+def cpu_supports_bf16() -> bool:
+    """Return True if this CPU has the AVX-512 / AMX bf16 instructions that make bf16 autocast pay off."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: keep float32
+        return False
+    return any(flag in flags for flag in (" avx512_bf16", " amx_bf16"))
+
+
 @torch.inference_mode()
 def predict_logits(model, images: torch.Tensor, indices: np.ndarray, spec: PreprocessSpec, device: torch.device,
                    amp: bool = True, batch_size: int = 128) -> torch.Tensor:
@@ -275,7 +382,7 @@ def predict_logits(model, images: torch.Tensor, indices: np.ndarray, spec: Prepr
 
 def _epoch_line(record: dict) -> str:
     parts = [f"epoch {record['epoch']}", f"loss {record['train_loss']:.4f}", f"acc {record['train_acc']:.4f}"]
-    parts += [f"{key} {record[key]:.4f}" for key in ("val_acc", "val_ema_acc") if key in record]
+    parts += [f"{key} {record[key]:.4f}" for key in sorted(record) if key.startswith("val_ema_acc") or key == "val_acc"]
     parts.append(f"{record['images_per_second']:.1f} img/s")
     return "  ".join(parts)
 
