@@ -6,7 +6,9 @@ import argparse
 import json
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -71,27 +73,51 @@ def run_classify(args: argparse.Namespace) -> int:
     return 0 if report["series"] else EXIT_BAD_INPUT
 
 
-def _classify_series(classifier, series, path, args, bar, ordinal: int) -> dict:
-    entry = {"uid": series.uid, "path": str(path), "description": series.description, "slices": []}
+@dataclass
+class SliceOutcome:
+    """One slice's classification: its probabilities, or why it could not be read."""
+
+    volume: int
+    index: int
+    probabilities: np.ndarray | None = None
+    error: str | None = None
+    prepared: object = None  # the SliceInput (pixels, window, model input) when read
+
+
+def classify_series(classifier, series, batch_size: int = 16, on_batch=None) -> Iterator[SliceOutcome]:
+    """Classify every slice of every volume of a series, in batches; on_batch(count) reports progress.
+
+    The one loop `convnest classify` and the training module's volume evaluation run over a series.
+    """
     positions = [(v, i) for v in range(series.n_volumes) for i in range(series.n_slices)]
-    for start in range(0, len(positions), args.batch_size):
-        chunk = positions[start:start + args.batch_size]
+    for start in range(0, len(positions), batch_size):
+        chunk = positions[start:start + batch_size]
         prepared, failed = classifier.prepare_slices(series, chunk)
         for volume, index, reason in failed:
-            entry.setdefault("errors", []).append({"index": index, "volume": volume, "reason": reason})
+            yield SliceOutcome(volume, index, error=reason)
         if prepared:
-            probabilities = classifier.predict_inputs(np.stack([p.model_input for p in prepared]), args.batch_size)
+            probabilities = classifier.predict_inputs(np.stack([p.model_input for p in prepared]), batch_size)
             for item, probs in zip(prepared, probabilities):
-                result = {
-                    "index": item.index,
-                    "volume": item.volume,
-                    "probabilities": {c: round(float(p), 6) for c, p in zip(classifier.class_ids, probs)},
-                    "predicted": classifier.class_ids[int(np.argmax(probs))],
-                }
-                if args.explain:
-                    result["overlay"] = str(_write_overlay(classifier, series, item, args, ordinal))
-                entry["slices"].append(result)
-        bar.update(len(chunk))
+                yield SliceOutcome(item.volume, item.index, probs, prepared=item)
+        if on_batch is not None:
+            on_batch(len(chunk))
+
+
+def _classify_series(classifier, series, path, args, bar, ordinal: int) -> dict:
+    entry = {"uid": series.uid, "path": str(path), "description": series.description, "slices": []}
+    for outcome in classify_series(classifier, series, args.batch_size, bar.update):
+        if outcome.error is not None:
+            entry.setdefault("errors", []).append({"index": outcome.index, "volume": outcome.volume, "reason": outcome.error})
+            continue
+        result = {
+            "index": outcome.index,
+            "volume": outcome.volume,
+            "probabilities": {c: round(float(p), 6) for c, p in zip(classifier.class_ids, outcome.probabilities)},
+            "predicted": classifier.class_ids[int(np.argmax(outcome.probabilities))],
+        }
+        if args.explain:
+            result["overlay"] = str(_write_overlay(classifier, series, outcome.prepared, args, ordinal))
+        entry["slices"].append(result)
     return entry
 
 

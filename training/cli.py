@@ -1,4 +1,4 @@
-"""Training commands: pack, audit, train, evaluate, export (also `python -m training`)."""
+"""Training commands: pack, audit, train, evaluate, ablate, benchmark, export (also `python -m training`)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,12 @@ def add_training_parsers(commands) -> None:
     from training.benchmark import DEFAULT_ARCHITECTURES
     from training.train import TrainConfig
 
-    pack = commands.add_parser("pack", help="pack folder-per-class datasets into one compact file")
-    pack.add_argument("sources", nargs="+", type=Path, help="dataset roots (brain-tumor-mri, sartaj)")
-    pack.add_argument("--out", type=Path, required=True, help="output .npz")
+    pack = commands.add_parser("pack", help="pack labelled slices of several sources into one compact file")
+    pack.add_argument("sources", nargs="+", type=Path,
+                      help="dataset roots (brain-tumor-mri, tcga-lgg, brats2013-hgg) and healthy NIfTI volumes")
+    pack.add_argument("--out", type=Path, required=True, help="output .npz (a .json beside it lists the counts)")
     pack.add_argument("--size", type=int, default=224, help="model input size (default 224)")
+    pack.add_argument("--preprocessing", default="letterbox-v2", help="preprocessing version (default letterbox-v2)")
     pack.add_argument("--jpeg-quality", type=int, default=0, help="store JPEG bytes at this quality (0: raw)")
     pack.set_defaults(handler=_run_pack)
 
@@ -45,10 +47,24 @@ def add_training_parsers(commands) -> None:
     train.set_defaults(handler=_run_train)
 
     evaluate = commands.add_parser("evaluate", help="evaluate a run and write a report folder")
-    evaluate.add_argument("data", type=Path, help="packed .npz (with the test split; SARTAJ for cross-dataset)")
+    evaluate.add_argument("data", type=Path, help="the packed .npz the run trained on (its held-out parts are evaluated)")
     evaluate.add_argument("--run", type=Path, required=True)
     evaluate.add_argument("--out", type=Path, required=True, help="report folder")
+    evaluate.add_argument("--healthy", action="append", default=[], metavar="PATH:SEQUENCE",
+                          help="a healthy head (DICOM series folder or NIfTI file) and its sequence, e.g. "
+                               "../shared/dicom/sagittal-mprage:t1 (repeatable)")
     evaluate.set_defaults(handler=_run_evaluate)
+
+    ablate = commands.add_parser("ablate", help="train and evaluate the recipe with one change off at a time")
+    ablate.add_argument("data", type=Path, help="packed .npz (letterbox-v2)")
+    ablate.add_argument("--data-v1", type=Path, help="the same sources packed with --preprocessing letterbox-v1 (head-crop row)")
+    ablate.add_argument("--out", type=Path, required=True, help="folder for runs, reports, ablation.md (resumes)")
+    ablate.add_argument("--variants", default="", help="comma-separated subset of the variants (default: all)")
+    ablate.add_argument("--healthy", action="append", default=[], metavar="PATH:SEQUENCE")
+    for name in ("architecture", "size", "epochs", "epoch_images", "batch_size", "lr", "warmup_epochs", "seed", "device"):
+        value = getattr(defaults, name)
+        ablate.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+    ablate.set_defaults(handler=_run_ablate)
 
     bench = commands.add_parser("benchmark", help="k-fold benchmark of architectures with statistical tests")
     bench.add_argument("data", type=Path, help="packed .npz")
@@ -75,11 +91,19 @@ def add_training_parsers(commands) -> None:
 
 def _run_pack(args) -> int:
     from convnest_viewer.inference.card import PreprocessSpec
-    from training.data import list_dataset, pack_dataset
+    from training.data import pack_dataset
+    from training.sources import list_source
 
-    records = [record for source in args.sources for record in list_dataset(source)]
-    data = pack_dataset(records, PreprocessSpec(size=args.size))
+    listings = [list_source(source) for source in args.sources]
+    for listing in listings:
+        summary = listing.summary()
+        left_out = ", ".join(f"{count} {reason}" for reason, count in summary["left_out"].items()) or "none"
+        print(f"{summary['source']}: {summary['images']} images {summary['per_class']}; left out: {left_out}")
+    records = [record for listing in listings for record in listing.records]
+    data = pack_dataset(records, PreprocessSpec(version=args.preprocessing, size=args.size))
     path = data.save(args.out, jpeg_quality=args.jpeg_quality or None)
+    summaries = {"preprocessing": args.preprocessing, "size": args.size, "sources": [l.summary() for l in listings]}
+    path.with_suffix(".json").write_text(json.dumps(summaries, indent=2))
     print(f"packed {len(data)} images at {args.size} px into {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
 
@@ -139,9 +163,39 @@ def _run_evaluate(args) -> int:
     from training.data import PackedDataset
     from training.evaluate import evaluate_run
 
-    report = evaluate_run(args.run, PackedDataset.load(args.data), args.out)
+    data = PackedDataset.load(args.data)
+    report = evaluate_run(args.run, data, args.out, _healthy_scans(args.healthy, data))
     print((args.out / "report.md").read_text())
     return 0 if report else 1
+
+
+def _healthy_scans(items: list[str], data) -> list[tuple[Path, str, bool]]:
+    """Parse PATH:SEQUENCE items into (path, sequence, held out), held out unless the pack holds the file."""
+    packed = {str(Path(p).resolve()) for p in set(data.paths.tolist())}
+    scans = []
+    for item in items:
+        path, _, sequence = item.rpartition(":") if ":" in item else (item, "", "")
+        scans.append((Path(path), sequence, str(Path(path).resolve()) not in packed))
+    return scans
+
+
+def _run_ablate(args) -> int:
+    from training.ablation import VARIANTS, run_ablation
+    from training.data import PackedDataset
+    from training.train import TrainConfig
+
+    names = ("architecture", "size", "epochs", "epoch_images", "batch_size", "lr", "warmup_epochs", "seed", "device")
+    base = TrainConfig(**{name: getattr(args, name) for name in names})
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()] or list(VARIANTS)
+    unknown = set(variants) - set(VARIANTS)
+    if unknown:
+        print(f"convnest ablate: unknown variant(s) {', '.join(sorted(unknown))}; known: {', '.join(VARIANTS)}", file=sys.stderr)
+        return 2
+    data = PackedDataset.load(args.data)
+    data_v1 = PackedDataset.load(args.data_v1) if args.data_v1 else None
+    run_ablation(data, data_v1, args.out, base, _healthy_scans(args.healthy, data), variants)
+    print((args.out / "ablation.md").read_text())
+    return 0
 
 
 def _run_benchmark(args) -> int:

@@ -1,4 +1,5 @@
-"""Evaluate a model: official test split and its leakage-free part, calibration, cross-dataset."""
+"""Evaluate a model per source and sequence: the folder-per-class test split (and its leakage-free part),
+held-out tcga-lgg institutions, held-out label volumes and healthy heads (whole scans through the app's loader)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,12 @@ from training.train import predict_logits
 
 def evaluate(model: torch.nn.Module, spec: PreprocessSpec, data: PackedDataset, train_idx: np.ndarray, val_idx: np.ndarray,
              test_idx: np.ndarray, device: torch.device, temperature: float | None = None,
-             cross_source: str | None = "sartaj") -> dict:
-    """Return the full evaluation; fit the temperature on validation unless one is given."""
+             source: str = "brain-tumor-mri") -> dict:
+    """Return the slice-level evaluation; fit the temperature on validation unless one is given.
+
+    official_test and its leakage-free variants are the folder-per-class source's test images; every other
+    source's held-out packed slices are reported per sequence under held_out_slices.
+    """
     images = torch.from_numpy(data.images).unsqueeze(1)
     model = model.to(device).eval()
 
@@ -35,6 +40,9 @@ def evaluate(model: torch.nn.Module, spec: PreprocessSpec, data: PackedDataset, 
     temperature = float(temperature or 1.0)
     report["temperature"] = temperature
     seen = np.concatenate([train_idx, val_idx])  # every image of the training side, used or held out
+    seen = seen[data.source[seen] == source]
+    others = test_idx[data.source[test_idx] != source]
+    test_idx = test_idx[data.source[test_idx] == source]
     test_logits = logits_of(test_idx)
     best, _ = max_correlation(data.thumbs[test_idx], data.thumbs[seen])
     report["official_test"] = _metrics(test_logits, data.labels[test_idx], temperature)
@@ -42,16 +50,28 @@ def evaluate(model: torch.nn.Module, spec: PreprocessSpec, data: PackedDataset, 
         keep = best < threshold
         report[key] = _metrics(test_logits[keep], data.labels[test_idx][keep], temperature)
         report[key]["excluded_near_duplicates"] = int((~keep).sum())
-    if cross_source:
-        cross = np.flatnonzero(data.source == cross_source)
-        if len(cross):
-            cross_best, _ = max_correlation(data.thumbs[cross], data.thumbs[seen])
-            keep = cross[cross_best < NEAR_DUPLICATE]
-            report["cross_dataset"] = _metrics(logits_of(keep), data.labels[keep], temperature) if len(keep) else {"n": 0}
-            report["cross_dataset"].update(source=cross_source, images=int(len(cross)),
-                                           excluded_near_duplicates=int(len(cross) - len(keep)),
-                                           note="SARTAJ glioma labels are known to be noisy")
+    if len(others):
+        report["held_out_slices"] = _per_source_sequence(logits_of(others), data.subset(others), temperature)
     return report
+
+
+def _per_source_sequence(logits: np.ndarray, data: PackedDataset, temperature: float) -> dict:
+    """Return tumour-vs-no-tumour metrics of packed held-out slices per source, sequence and plane."""
+    from training.volume_eval import tumour_metrics
+
+    notumor = CLASS_IDS.index("notumor")
+    probabilities = softmax(logits, temperature)
+    tumour_probability = 1 - probabilities[:, notumor]
+    called = probabilities.argmax(axis=1) != notumor
+    truth = (data.labels != notumor).astype(int)
+    result: dict = {}
+    for source in np.unique(data.source):
+        for sequence in np.unique(data.sequence[data.source == source]):
+            for plane in np.unique(data.meta["plane"][(data.source == source) & (data.sequence == sequence)]):
+                pick = (data.source == source) & (data.sequence == sequence) & (data.meta["plane"] == plane)
+                key = f"{sequence or 'unknown'} {plane}".strip()
+                result.setdefault(source, {})[key] = tumour_metrics(truth[pick], tumour_probability[pick], called[pick])
+    return result
 
 
 def _metrics(logits: np.ndarray, labels: np.ndarray, temperature: float) -> dict:
@@ -65,16 +85,52 @@ def _metrics(logits: np.ndarray, labels: np.ndarray, temperature: float) -> dict
     return result
 
 
-def evaluate_run(run_dir: Path, data: PackedDataset, out_dir: Path) -> dict:
-    """Evaluate a finished run folder (its final weights and its split) and write the report folder."""
+def evaluate_run(run_dir: Path, data: PackedDataset, out_dir: Path, healthy: list[tuple[Path, str, bool]] = ()) -> dict:
+    """Evaluate a finished run folder (its final weights and its split) and write the report folder.
+
+    healthy: (path, sequence, held out) of whole healthy heads to classify through the app's loader.
+    """
     from training.train import Trainer
 
     trainer = Trainer.from_run(run_dir, data)
     report = evaluate(trainer.final_model, trainer.spec, data, trainer.split.train, trainer.split.val,
-                      trainer.split.test, trainer.device)
+                      trainer.split.test, trainer.device, source=trainer.config.source)
+    card = trainer.config.card("evaluation")
+    card.temperature = report["temperature"]
+    report.update(evaluate_scans(trainer.final_model, card, data, trainer.split, healthy, trainer.device))
     report["training"] = training_summary(trainer)
     write_report(report, out_dir, history=trainer.history)
     return report
+
+
+def evaluate_scans(model, card, data: PackedDataset, split, healthy, device) -> dict:
+    """Return whole-scan results: held-out tcga-lgg cases, held-out label volumes, healthy heads (arrays kept for plots)."""
+    from convnest_viewer.inference.classifier import Classifier
+    from training.volume_eval import (TCGA_SEQUENCES, evaluate_healthy, evaluate_label_volume, evaluate_tcga_case,
+                                      summarise_healthy, summarise_tumour_scans)
+
+    classifier = Classifier(model=model.float().eval(), card=card, device=str(device))
+    held_out = np.concatenate([split.val, split.test])
+    result: dict = {}
+    tcga = split.test[data.source[split.test] == "tcga-lgg"]
+    case_dirs = sorted({Path(p).parent for p in data.paths[tcga] if Path(p).parent.is_dir()})  # not on a device copy
+    if case_dirs:
+        scans = [scan for case in case_dirs for sequence in TCGA_SEQUENCES
+                 if (scan := evaluate_tcga_case(classifier, case, sequence)) is not None]
+        institutions = sorted(set(data.institution[tcga]))
+        result["tcga_lgg_held_out"] = {"institutions": institutions, "cases": len(case_dirs),
+                                       "per_sequence": summarise_tumour_scans(scans), "_scans": scans}
+    is_volume = np.array([str(p).lower().endswith((".nii", ".nii.gz")) for p in data.paths[held_out]], bool)
+    volumes = held_out[is_volume & (data.institution[held_out] == "")]
+    volume_dirs = sorted({Path(p).parent for p in data.paths[volumes] if Path(p).parent.is_dir()})
+    if volume_dirs:
+        scans = [scan for case in volume_dirs for scan in evaluate_label_volume(classifier, case)]
+        result["volumes_held_out"] = {"source": scans[0].source if scans else "", "cases": [d.name for d in volume_dirs],
+                                      "per_sequence": summarise_tumour_scans(scans), "_scans": scans}
+    if healthy:
+        scans = [evaluate_healthy(classifier, path, sequence, held) for path, sequence, held in healthy]
+        result["healthy"] = {"per_scan": summarise_healthy(scans), "_scans": scans}
+    return result
 
 
 def training_summary(trainer) -> dict:

@@ -12,7 +12,6 @@ SECTIONS = [
     ("official_test", "Official test split"),
     ("leakage_free_test", "Leakage-free test (no training near-duplicate, r >= 0.99)"),
     ("strict_leakage_free_test", "Strict leakage-free test (r >= 0.97 excluded)"),
-    ("cross_dataset", "Cross-dataset: SARTAJ without training near-duplicates"),
     ("validation", "Validation (group split of the training images)"),
 ]
 
@@ -28,6 +27,9 @@ def write_report(report: dict, out_dir: Path, history: list[dict] | None = None,
             plot_confusion(np.array(section["confusion_matrix"]), class_ids, title, out_dir / f"confusion_{key}.png")
     if report.get("official_test", {}).get("n"):
         plot_reliability(report["official_test"], out_dir / "reliability_official_test.png")
+    scans = [scan for key in ("tcga_lgg_held_out", "volumes_held_out", "healthy") for scan in report.get(key, {}).get("_scans", [])]
+    if scans:
+        plot_slice_profiles(scans, out_dir / "slice_profiles.png")
     if history:
         from training.train import plot_curves
 
@@ -50,9 +52,10 @@ def markdown(report: dict) -> str:
         config = training["config"]
         lines += [
             f"Model: `{config['architecture']}` at {config['size']} px, {training['epochs_completed']} epochs "
-            f"({training['train_seconds'] / 60:.1f} min on {training['device']}), {training['final_weights']} weights; "
-            f"{training['train_images']} training, {training['validation_images']} validation images "
-            f"(split by near-duplicate groups), {training['test_images']} official test images.",
+            f"({training['train_seconds'] / 60:.1f} min on {training['device']}), {training['final_weights']} weights, "
+            f"preprocessing {config.get('preprocessing', 'letterbox-v1')}; {training['train_images']} training, "
+            f"{training['validation_images']} validation and {training['test_images']} test images (brain-tumor-mri split "
+            f"by near-duplicate groups, other sources by patient, institution or case).",
             "",
         ]
     lines += [f"Temperature (fitted on validation): {report['temperature']:.3f}", "",
@@ -64,6 +67,7 @@ def markdown(report: dict) -> str:
             auc = f"{s['macro_auc_ovr']:.4f}" if s.get("macro_auc_ovr") is not None else "-"
             lines.append(f"| {title} | {s['n']} | {s['accuracy']:.4f} | {s['macro_f1']:.4f} | {s['cohen_kappa']:.4f} | "
                          f"{auc} | {s['ece']:.4f} | {s['ece_uncalibrated']:.4f} |")
+    lines += scan_sections(report)
     for key, title in SECTIONS:
         s = report.get(key)
         if not s or not s.get("n"):
@@ -79,6 +83,90 @@ def markdown(report: dict) -> str:
             lines.append(f"| {class_id} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} | {auc} | {c['support']} |")
         lines += ["", f"![confusion matrix](confusion_{key}.png)"]
     return "\n".join(lines) + "\n"
+
+
+def _share(value) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _auc(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def scan_sections(report: dict) -> list[str]:
+    """Return the Markdown of the whole-scan evaluations: held-out tumour scans per sequence, healthy heads."""
+    lines: list[str] = []
+    for key, title in (("tcga_lgg_held_out", "tcga-lgg, held-out institutions"), ("volumes_held_out", "Label volumes, held-out cases")):
+        section = report.get(key)
+        if not section:
+            continue
+        where = ", ".join(section["institutions"]) + f" ({section['cases']} patients)" if "institutions" in section \
+            else ", ".join(section["cases"])
+        lines += ["", f"## {title}: {where}", "",
+                  "Every slice of every scan, opened by the app's loader and classified by `convnest classify`'s loop. "
+                  "Labelled: the packing rule's tumour and no-tumour slices; all slices: any tumour in the mask vs none. "
+                  "Tumour probability = 1 - P(no tumour); sensitivity and specificity at the predicted class.", "",
+                  "| sequence | scans | slices (tumour) | sensitivity | specificity | ROC AUC | all slices: n (tumour) | sensitivity | specificity | ROC AUC | tumour type called |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for sequence, row in section["per_sequence"].items():
+            a, b = row["labelled"], row["all_slices"]
+            types = ", ".join(f"{c} {v:.0%}" for c, v in row["tumour_type_shares"].items())
+            lines.append(f"| {sequence} | {row['cases']} | {a['slices']} ({a['tumour_slices']}) | {_share(a['sensitivity'])} | "
+                         f"{_share(a['specificity'])} | {_auc(a['roc_auc'])} | {b['slices']} ({b['tumour_slices']}) | "
+                         f"{_share(b['sensitivity'])} | {_share(b['specificity'])} | {_auc(b['roc_auc'])} | {types} |")
+    healthy = report.get("healthy")
+    if healthy:
+        lines += ["", "## Healthy heads", "", "Every slice, through the app's loader; the brain's slices are those showing at "
+                  "least 40% of the largest head section.", "",
+                  "| scan | held out | slices | called no tumour | brain slices | called no tumour | predicted |", "|---|---|---|---|---|---|---|"]
+        for name, row in healthy["per_scan"].items():
+            counts = ", ".join(f"{c} {n}" for c, n in row["predicted_counts"].items() if n)
+            lines.append(f"| {name} | {'yes' if row['held_out'] else 'no (trained on)'} | {row['slices']} | "
+                         f"{_share(row['no_tumour_share'])} | {row['brain_slices']} | {_share(row['no_tumour_share_brain'])} | {counts} |")
+    held = report.get("held_out_slices")
+    if held:
+        lines += ["", "## Held-out packed slices per source, sequence and plane", "",
+                  "| source | sequence / plane | slices (tumour) | sensitivity | specificity | ROC AUC |", "|---|---|---|---|---|---|"]
+        for source, rows in held.items():
+            for key, m in rows.items():
+                lines.append(f"| {source} | {key} | {m['slices']} ({m['tumour_slices']}) | {_share(m['sensitivity'])} | "
+                             f"{_share(m['specificity'])} | {_auc(m['roc_auc'])} |")
+    if any(report.get(k) for k in ("tcga_lgg_held_out", "volumes_held_out", "healthy")):
+        lines += ["", "![tumour probability per slice](slice_profiles.png)"]
+    return lines
+
+
+def plot_slice_profiles(scans, path: Path, per_kind: int = 3) -> None:
+    """Plot tumour probability against slice position, with the mask's extent shaded, for a few scans."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    chosen = []
+    for source in dict.fromkeys(s.source for s in scans):
+        of_source = [s for s in scans if s.source == source]
+        cases = list(dict.fromkeys(s.case for s in of_source))[:per_kind]
+        chosen += [s for s in of_source if s.case in cases]
+    columns = 3
+    rows = (len(chosen) + columns - 1) // columns
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 2.4 * rows), squeeze=False)
+    for ax, scan in zip(axes.ravel(), chosen):
+        position = np.arange(len(scan.tumour))
+        for index in np.flatnonzero(scan.tumour == 1):
+            ax.axvspan(index - 0.5, index + 0.5, color="tab:red", alpha=0.15, lw=0)
+        ax.plot(position, scan.tumour_probability, ".-", color="tab:blue", ms=3, lw=1)
+        ax.axhline(0.5, color="grey", lw=0.5, ls="--")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(f"{scan.source} {scan.case[:22]} {scan.sequence}", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in axes.ravel()[len(chosen):]:
+        ax.axis("off")
+    fig.supxlabel("slice (first = inferior / first in the file); shaded: slices with tumour in the mask", fontsize=8)
+    fig.supylabel("P(tumour)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def plot_confusion(matrix: np.ndarray, class_ids, title: str, path: Path) -> None:

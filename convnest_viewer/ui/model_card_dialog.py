@@ -6,8 +6,36 @@ from html import escape
 
 from convnest_viewer.inference.card import ModelCard
 
-_SECTIONS = (("official_test", "Official test split"), ("leakage_free_test", "Leakage-free test"),
-             ("strict_leakage_free_test", "Strict leakage-free test"), ("cross_dataset", "SARTAJ (cross-dataset)"))
+_SECTIONS = (("official_test", "brain-tumor-mri official test"), ("leakage_free_test", "brain-tumor-mri leakage-free test"),
+             ("strict_leakage_free_test", "brain-tumor-mri strict leakage-free test"))
+_SCAN_SECTIONS = (("tcga_lgg_held_out", "tcga-lgg, held-out institutions"), ("volumes_held_out", "BraTS, held-out volumes"))
+
+
+def _percent(value) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def _scan_tables(card: ModelCard) -> str:
+    """Return the whole-scan figures (tumour vs no tumour per sequence, healthy heads) as HTML tables."""
+    rows = []
+    for key, title in _SCAN_SECTIONS:
+        for sequence, row in (card.metrics.get(key) or {}).get("per_sequence", {}).items():
+            m = row["labelled"]
+            auc = "-" if m.get("roc_auc") is None else f"{m['roc_auc']:.3f}"
+            rows.append(f"<tr><td>{title}</td><td>{escape(sequence)}</td><td>{m['slices']}</td><td>{_percent(m['sensitivity'])}</td>"
+                        f"<td>{_percent(m['specificity'])}</td><td>{auc}</td></tr>")
+    html = ""
+    if rows:
+        html += ("<p><b>Tumour vs no tumour on whole scans from sources not trained on</b></p>"
+                 "<table border=1 cellspacing=0 cellpadding=3><tr><th>source</th><th>sequence</th><th>slices</th>"
+                 "<th>sensitivity</th><th>specificity</th><th>ROC AUC</th></tr>" + "".join(rows) + "</table>")
+    healthy = (card.metrics.get("healthy") or {}).get("per_scan", {})
+    if healthy:
+        html += ("<p><b>Healthy heads: slices called no tumour</b></p><table border=1 cellspacing=0 cellpadding=3>"
+                 "<tr><th>scan</th><th>slices</th><th>no tumour</th><th>held out</th></tr>" +
+                 "".join(f"<tr><td>{escape(name)}</td><td>{r['slices']}</td><td>{_percent(r['no_tumour_share'])}</td>"
+                         f"<td>{'yes' if r['held_out'] else 'no'}</td></tr>" for name, r in healthy.items()) + "</table>")
+    return html
 
 
 def model_card_html(card: ModelCard, model_id: str, device_name: str) -> str:
@@ -33,4 +61,5 @@ def model_card_html(card: ModelCard, model_id: str, device_name: str) -> str:
             f"<b>Classes:</b> {classes}<br><b>Temperature:</b> {card.temperature:.3f}<br>"
             f"<b>Weights:</b> {len(card.weights)} safetensors file(s), {escape(card.weights_dtype)}, sha256 {escape(model_id[:16])}…<br>"
             f"<b>Training:</b> {trained}{', ' + escape(str(config.get('optimizer', ''))) if config else ''}<br>"
-            f"<b>Running on:</b> {escape(device_name)}</p>{table}<p><i>{escape(card.intended_use)}</i></p>")
+            f"<b>Running on:</b> {escape(device_name)}</p>{table}{_scan_tables(card)}"
+            f"{'<p>' + escape(card.limitations) + '</p>' if card.limitations else ''}<p><i>{escape(card.intended_use)}</i></p>")

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One prepared run for a lent GPU machine (issue: train the bundled ConvNeXt on a GPU).
 #
-# Here, first:  .venv/bin/convnest pack ../shared/data/brain-tumor-mri --size 224 --jpeg-quality 75 \
-#                   --out work-data/gpu/btm-224-q75.npz          (about 50 MB; work-data/ is git-ignored)
+# Here, first:  .venv/bin/convnest pack ../shared/data/brain-tumor-mri ../shared/data/tcga-lgg \
+#                   ../shared/data/brats2013-hgg ../shared/nifti/healthy-volunteer/chris_t1.nii.gz \
+#                   --size 224 --jpeg-quality 75 --out work-data/gpu/multi-224-q75.npz   (work-data/ is git-ignored)
 #               python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #                   --platform manylinux2014_x86_64 -d work-data/gpu/whl pydicom==3.0.2   (pure Python)
 # Then run it with the device tool: carry ["work-data/gpu"], command "bash training/device/gpu_train.sh",
@@ -10,12 +11,12 @@
 #     PYTHON=.venv/bin/python OUT=/tmp/gpu-dry bash training/device/gpu_train.sh
 #
 # What comes back ($OUT, at most 8 files of 16 MiB): the fp16 safetensors shards and model card of the
-# exported model, the evaluation report as one tar.gz, and the log. Evaluate the cross-dataset part
-# (SARTAJ) back here with `convnest evaluate` on a pack that holds SARTAJ too.
+# exported model, the evaluation report as one tar.gz, and the log. The whole-scan evaluation (held-out
+# tcga-lgg institution, brats volumes, healthy heads) needs ../shared: run `convnest evaluate` back here.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:?set OUT (the device tool sets it)}"
-PACK="${PACK:-work-data/gpu/btm-224-q75.npz}"
+PACK="${PACK:-work-data/gpu/multi-224-q75.npz}"
 ARCH="${ARCH:-convnext_tiny}"
 EPOCHS="${EPOCHS:-120}"
 BATCH="${BATCH:-128}"
