@@ -42,14 +42,19 @@ def small_pack(tmp_path_factory):
     return PackedDataset.load(path), path
 
 
-def test_listing_maps_both_datasets_to_our_class_ids(shared):
+def test_listing_maps_the_folder_dataset_to_our_class_ids_and_recognises_every_source(shared):
     btm = list_dataset(BRAIN_TUMOR_MRI)
     assert len(btm) == 5708 + 1311
     assert sum(r.split == "test" for r in btm) == 1311
-    sartaj = list_dataset(shared / "data" / "sartaj")
-    assert len(sartaj) == 2870 + 394
-    folders = {r.path.parent.name: CLASS_IDS[r.label] for r in sartaj}
-    assert folders == {"glioma_tumor": "glioma", "meningioma_tumor": "meningioma", "no_tumor": "notumor", "pituitary_tumor": "pituitary"}
+    assert {r.path.parent.name: CLASS_IDS[r.label] for r in btm} == {c: c for c in CLASS_IDS}
+    from training.sources import detect_source
+
+    assert detect_source(BRAIN_TUMOR_MRI) == "folder-per-class"
+    assert detect_source(shared / "data" / "tcga-lgg") == "tcga-lgg"
+    assert detect_source(shared / "data" / "brats2013-hgg") == "label-volumes"
+    assert detect_source(shared / "nifti" / "healthy-volunteer" / "chris_t1.nii.gz") == "healthy-volume"
+    with pytest.raises(ValueError, match="not a known dataset"):
+        detect_source(shared / "dicom")
 
 
 def test_packed_file_round_trips_raw_and_jpeg(small_pack, tmp_path):
