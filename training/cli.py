@@ -55,6 +55,16 @@ def add_training_parsers(commands) -> None:
                                "../shared/dicom/sagittal-mprage:t1 (repeatable)")
     evaluate.set_defaults(handler=_run_evaluate)
 
+    scans = commands.add_parser("scan-eval", help="evaluate any model folder on whole scans (tumour and healthy)")
+    scans.add_argument("--model", type=Path, help="model folder (default: the app's default model)")
+    scans.add_argument("--tcga", type=Path, help="tcga-lgg root")
+    scans.add_argument("--institutions", default="CS", help="tcga-lgg institutions to evaluate (default CS)")
+    scans.add_argument("--volumes", type=Path, nargs="*", default=[], help="label-volume case folders (brats)")
+    scans.add_argument("--healthy", action="append", default=[], metavar="PATH:SEQUENCE")
+    scans.add_argument("--out", type=Path, required=True, help="report folder")
+    scans.add_argument("--device", default="auto")
+    scans.set_defaults(handler=_run_scan_eval)
+
     ablate = commands.add_parser("ablate", help="train and evaluate the recipe with one change off at a time")
     ablate.add_argument("data", type=Path, help="packed .npz (letterbox-v2)")
     ablate.add_argument("--data-v1", type=Path, help="the same sources packed with --preprocessing letterbox-v1 (head-crop row)")
@@ -177,6 +187,27 @@ def _healthy_scans(items: list[str], data) -> list[tuple[Path, str, bool]]:
         path, _, sequence = item.rpartition(":") if ":" in item else (item, "", "")
         scans.append((Path(path), sequence, str(Path(path).resolve()) not in packed))
     return scans
+
+
+def _run_scan_eval(args) -> int:
+    import csv
+
+    from convnest_viewer.inference.classifier import Classifier
+    from training.evaluate import scan_results
+    from training.report import write_report
+
+    classifier = Classifier(args.model, device=args.device)
+    institutions = {i.strip() for i in args.institutions.split(",") if i.strip()}
+    tcga_cases = []
+    if args.tcga:
+        with open(args.tcga / "cases.csv", newline="") as handle:
+            tcga_cases = [args.tcga / row["case"] for row in csv.DictReader(handle) if row["institution"] in institutions]
+    healthy = [(Path(p), seq, True) for p, _, seq in (item.rpartition(":") for item in args.healthy)]
+    report = {"model": classifier.card.name, "class_ids": classifier.class_ids,
+              **scan_results(classifier, tcga_cases, sorted(args.volumes), healthy)}
+    write_report(report, args.out)
+    print((args.out / "report.md").read_text())
+    return 0
 
 
 def _run_ablate(args) -> int:

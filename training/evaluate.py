@@ -104,28 +104,37 @@ def evaluate_run(run_dir: Path, data: PackedDataset, out_dir: Path, healthy: lis
 
 
 def evaluate_scans(model, card, data: PackedDataset, split, healthy, device) -> dict:
-    """Return whole-scan results: held-out tcga-lgg cases, held-out label volumes, healthy heads (arrays kept for plots)."""
+    """Return whole-scan results of a run's model on the scans its split held out, and on healthy heads."""
     from convnest_viewer.inference.classifier import Classifier
-    from training.volume_eval import (TCGA_SEQUENCES, evaluate_healthy, evaluate_label_volume, evaluate_tcga_case,
-                                      summarise_healthy, summarise_tumour_scans)
 
     classifier = Classifier(model=model.float().eval(), card=card, device=str(device))
     held_out = np.concatenate([split.val, split.test])
-    result: dict = {}
     tcga = split.test[data.source[split.test] == "tcga-lgg"]
-    case_dirs = sorted({Path(p).parent for p in data.paths[tcga] if Path(p).parent.is_dir()})  # not on a device copy
-    if case_dirs:
-        scans = [scan for case in case_dirs for sequence in TCGA_SEQUENCES
-                 if (scan := evaluate_tcga_case(classifier, case, sequence)) is not None]
-        institutions = sorted(set(data.institution[tcga]))
-        result["tcga_lgg_held_out"] = {"institutions": institutions, "cases": len(case_dirs),
-                                       "per_sequence": summarise_tumour_scans(scans), "_scans": scans}
+    tcga_cases = sorted({Path(p).parent for p in data.paths[tcga] if Path(p).parent.is_dir()})  # not on a device copy
     is_volume = np.array([str(p).lower().endswith((".nii", ".nii.gz")) for p in data.paths[held_out]], bool)
     volumes = held_out[is_volume & (data.institution[held_out] == "")]
-    volume_dirs = sorted({Path(p).parent for p in data.paths[volumes] if Path(p).parent.is_dir()})
-    if volume_dirs:
-        scans = [scan for case in volume_dirs for scan in evaluate_label_volume(classifier, case)]
-        result["volumes_held_out"] = {"source": scans[0].source if scans else "", "cases": [d.name for d in volume_dirs],
+    volume_cases = sorted({Path(p).parent for p in data.paths[volumes] if Path(p).parent.is_dir()})
+    return scan_results(classifier, tcga_cases, volume_cases, healthy)
+
+
+def scan_results(classifier, tcga_cases: list[Path], volume_cases: list[Path], healthy) -> dict:
+    """Return whole-scan results of any classifier: tcga-lgg case folders, label-volume case folders, healthy heads.
+
+    The per-scan arrays stay under "_scans" keys for the figures; the JSON report drops them.
+    """
+    from training.volume_eval import (TCGA_SEQUENCES, evaluate_healthy, evaluate_label_volume, evaluate_tcga_case,
+                                      summarise_healthy, summarise_tumour_scans)
+
+    result: dict = {}
+    if tcga_cases:
+        scans = [scan for case in tcga_cases for sequence in TCGA_SEQUENCES
+                 if (scan := evaluate_tcga_case(classifier, case, sequence)) is not None]
+        institutions = sorted({case.name.split("_")[1] for case in tcga_cases})
+        result["tcga_lgg_held_out"] = {"institutions": institutions, "cases": len(tcga_cases),
+                                       "per_sequence": summarise_tumour_scans(scans), "_scans": scans}
+    if volume_cases:
+        scans = [scan for case in volume_cases for scan in evaluate_label_volume(classifier, case)]
+        result["volumes_held_out"] = {"source": scans[0].source if scans else "", "cases": [d.name for d in volume_cases],
                                       "per_sequence": summarise_tumour_scans(scans), "_scans": scans}
     if healthy:
         scans = [evaluate_healthy(classifier, path, sequence, held) for path, sequence, held in healthy]

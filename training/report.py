@@ -58,9 +58,12 @@ def markdown(report: dict) -> str:
             f"by near-duplicate groups, other sources by patient, institution or case).",
             "",
         ]
-    lines += [f"Temperature (fitted on validation): {report['temperature']:.3f}", "",
-              "| set | n | accuracy | macro F1 | Cohen's kappa | macro AUC (OvR) | ECE | ECE before scaling |",
-              "|---|---|---|---|---|---|---|---|"]
+    if report.get("model"):
+        lines += [f"Model: `{report['model']}` (whole scans only)", ""]
+    if "temperature" in report:
+        lines += [f"Temperature (fitted on validation): {report['temperature']:.3f}", "",
+                  "| set | n | accuracy | macro F1 | Cohen's kappa | macro AUC (OvR) | ECE | ECE before scaling |",
+                  "|---|---|---|---|---|---|---|---|"]
     for key, title in SECTIONS:
         s = report.get(key)
         if s and s.get("n"):
