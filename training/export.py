@@ -38,8 +38,23 @@ def export_run(run_dir: Path, report_path: Path, name: str, dest: Path, make_def
         "healthy": "every slice of whole healthy heads: share called no tumour (held_out false: the volume was resliced for training)",
         "ece": "expected calibration error (15 bins) after temperature scaling fitted on validation",
     }
+    card.limitations = limitations(report)
     folder = Path(dest) / name
     write_model_folder(trainer.final_model.cpu(), card, folder)
     if make_default:
         (Path(dest) / DEFAULT_MODEL_FILE).write_text(name + "\n")
     return folder
+
+
+def limitations(report: dict) -> str:
+    """Return what the measurements say the model cannot do, with the figures, for the card."""
+    parts = ["Meningioma and pituitary tumours were seen in training only as T1 post-contrast slices of brain-tumor-mri, "
+             "and no source had T2 tumour slices: on other sequences the tumour type is a guess."]
+    for key, title in (("tcga_lgg_held_out", "held-out tcga-lgg gliomas"), ("volumes_held_out", "held-out brats gliomas")):
+        for sequence, row in report.get(key, {}).get("per_sequence", {}).items():
+            shares = row.get("tumour_type_shares") or {}
+            if shares:
+                called = ", ".join(f"{c} {v:.0%}" for c, v in shares.items())
+                parts.append(f"On {title} ({sequence}), the slices called a tumour were called {called}.")
+    parts.append("Slices outside the brain (neck, vertex, blank or noise slices) still get a class; read them with care.")
+    return " ".join(parts)
