@@ -64,7 +64,8 @@ def test_packed_file_round_trips_raw_and_jpeg(small_pack, tmp_path):
     compact = PackedDataset.load(data.save(tmp_path / "small-jpeg.npz", jpeg_quality=75))
     assert (tmp_path / "small-jpeg.npz").stat().st_size < path.stat().st_size / 2
     error = np.abs(compact.images.astype(int) - data.images.astype(int)).mean()
-    assert error < 4.0  # JPEG quality 75 on 64 px images
+    # JPEG quality 75 on 64 px images; head-cropped images fill the frame, so little black background
+    assert error < 5.0
     assert np.array_equal(compact.labels, data.labels) and list(compact.paths) == list(data.paths)
 
 
