@@ -42,7 +42,7 @@ class AugmentConfig:
     @classmethod
     def sequences(cls) -> "AugmentConfig":
         """Return the recipe that varies contrast the way sequences do (the bundled model's)."""
-        return cls(curve=0.6, invert=0.35, bias_field=0.3, blur=0.2, low_resolution=0.2, noise=0.04)
+        return cls(curve=0.45, invert=0.3, bias_field=0.2, blur=0.15, low_resolution=0.15, noise=0.03)
 
 
 def augment(images: torch.Tensor, spec: PreprocessSpec, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:

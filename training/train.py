@@ -6,7 +6,7 @@ import csv
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +49,7 @@ class TrainConfig:
     train_sources: str = ""  # comma-separated sources to train on ("": every source in the pack)
     holdout_institutions: str = "CS"  # tcga-lgg institutions never trained on (the held-out test)
     balance: bool = True  # draw each epoch balanced over sources (by source_weights) and classes within a source
-    source_weights: str = "brain-tumor-mri:0.5,tcga-lgg:0.32,brats2013-hgg:0.1,healthy-volunteer:0.08"
+    source_weights: str = "brain-tumor-mri:0.5,tcga-lgg:0.28,brats2013-hgg:0.12,healthy-volunteer:0.1"
     epoch_images: int = 0  # images drawn per epoch (0: as many as there are training images)
     sequence_augment: bool = True  # random intensity curves, bias field, blur, resolution, noise
     augment: AugmentConfig | None = None  # None: the default recipe (sequence contrast per sequence_augment)
