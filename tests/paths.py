@@ -19,6 +19,7 @@ def _find_shared() -> Path:
 SHARED = _find_shared()
 DICOM = SHARED / "dicom"
 DATA = SHARED / "data"
+NIFTI = SHARED / "nifti"
 BRAIN_TUMOR_MRI = DATA / "brain-tumor-mri"
 
 

@@ -205,3 +205,14 @@ def test_tiny_end_to_end_run_exports_a_model_the_app_loads(small_pack, tmp_path,
     with torch.no_grad():
         expected = torch.softmax(trainer.final_model.eval()(inputs).double() / classifier.card.temperature, 1)[0].numpy()
     assert np.allclose(prediction.probabilities, expected, atol=2e-2)
+
+
+def test_the_cards_limitations_give_the_held_out_figures_and_leave_out_trained_volumes():
+    from training.export import limitations
+
+    report = {"tcga_lgg_held_out": {"per_sequence": {"flair": {"tumour_type_shares": {"glioma": 0.9, "meningioma": 0.1}}}},
+              "healthy": {"per_scan": {"sagittal-mprage (t1)": {"no_tumour_share": 0.25, "held_out": True},
+                                       "chris_t1 (t1)": {"no_tumour_share": 0.99, "held_out": False}}}}
+    text = limitations(report)
+    assert "held-out tcga-lgg gliomas (flair)" in text and "glioma 90%, meningioma 10%" in text
+    assert "sagittal-mprage (t1) 75%" in text and "chris_t1" not in text

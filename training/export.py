@@ -56,5 +56,9 @@ def limitations(report: dict) -> str:
             if shares:
                 called = ", ".join(f"{c} {v:.0%}" for c, v in shares.items())
                 parts.append(f"On {title} ({sequence}), the slices called a tumour were called {called}.")
+    healthy = [(name, row) for name, row in report.get("healthy", {}).get("per_scan", {}).items() if row.get("held_out")]
+    if healthy:
+        called = ", ".join(f"{name} {1 - row['no_tumour_share']:.0%}" for name, row in healthy)
+        parts.append(f"On healthy heads it never saw, the share of slices called a tumour was: {called}.")
     parts.append("Slices outside the brain (neck, vertex, blank or noise slices) still get a class; read them with care.")
     return " ".join(parts)
