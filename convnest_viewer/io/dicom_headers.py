@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pydicom
@@ -132,6 +132,9 @@ def _record_from_dataset(path: Path, ds: Dataset) -> DicomRecord | Skipped:
         record.slices = _enhanced_frames(path, ds, shared, n_frames, slope, intercept)
     else:
         record.slices = _classic_frames(path, ds, n_frames, orientation, slope, intercept)
+    syntax = _transfer_syntax(ds)
+    if syntax is not None and syntax.is_encapsulated:
+        record.slices = [replace(ref, compressed=True) for ref in record.slices]
     return record
 
 

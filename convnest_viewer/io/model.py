@@ -59,6 +59,7 @@ class SliceRef:
     intercept: float = 0.0
     sop_instance_uid: str | None = None
     volume_index: int | None = None  # 4-D NIfTI: index along t
+    compressed: bool = False  # DICOM with encapsulated (compressed) pixel data: decoded in a worker process
 
 
 @dataclass(frozen=True)

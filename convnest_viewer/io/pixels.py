@@ -77,7 +77,7 @@ def slice_pixels(series: "Series", ref: SliceRef) -> np.ndarray:
 def _load_slice(series: "Series", ref: SliceRef) -> np.ndarray:
     try:
         if series.kind == "dicom":
-            stored = read_dicom_frame(ref.path, ref.frame)
+            stored = read_dicom_frame(ref.path, ref.frame, ref.compressed)
         elif series.kind == "nifti":
             stored = read_nifti_slice(ref.path, ref.frame or 0, ref.volume_index)
         else:
@@ -98,8 +98,16 @@ def _load_slice(series: "Series", ref: SliceRef) -> np.ndarray:
     return values
 
 
-def read_dicom_frame(path: Path, frame: int | None) -> np.ndarray:
-    """Decode one frame of a DICOM file to stored values (any transfer syntax with a decoder)."""
+def read_dicom_frame(path: Path, frame: int | None, compressed: bool = False) -> np.ndarray:
+    """Decode one frame of a DICOM file to stored values; compressed data is decoded in a worker process."""
+    if compressed:
+        from convnest_viewer.io.decoder import DecodeFailed, decoder_pool
+
+        try:
+            array, _warnings = decoder_pool().decode(path, frame)
+        except DecodeFailed as exc:
+            raise PixelReadError(f"{path}: cannot decode pixel data: {exc}") from exc
+        return array
     from pydicom.pixels import pixel_array
 
     try:
