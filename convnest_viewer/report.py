@@ -147,7 +147,8 @@ def _series_html(series: Series, store: ResultStore, model_id: str, card, heatma
     class_ids = list(card.class_ids)
     names = {c.id: c.display for c in card.classes}
     table = store.series_probabilities(model_id, series.key, volume, series.n_slices, len(class_ids))
-    summary = summarize(table, class_ids)
+    failed = sum(v == volume for v, _ in store.failures(model_id, series.key))
+    summary = summarize(table, class_ids, failed)
     facts = [("Description", series.description), ("Modality", series.modality), ("Slices", series.n_slices)]
     title = f"Series {series.number}" if series.number is not None else "Series"
     parts = [f"<section>\n<h2>{_e(title)}: {_e(series.description)}</h2>", _table(facts)]

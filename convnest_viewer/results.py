@@ -31,6 +31,7 @@ class ResultStore:
 
     def __init__(self, max_heatmaps: int = 256) -> None:
         self._probabilities: dict[tuple[str, str, int, int], np.ndarray] = {}
+        self._failures: dict[tuple[str, str, int, int], str] = {}
         self._heatmaps: OrderedDict[HeatmapKey, Heatmap] = OrderedDict()
         self._max_heatmaps = max_heatmaps
         self._lock = threading.Lock()
@@ -60,6 +61,20 @@ class ResultStore:
         with self._lock:
             return {(v, i) for (m, s, v, i) in self._probabilities if m == model_id and s == series_key}
 
+    def put_failure(self, model_id: str, series_key: str, volume: int, index: int, reason: str) -> None:
+        """Record that a slice could not be classified (unreadable pixels, model error), and why."""
+        with self._lock:
+            self._failures[(model_id, series_key, volume, index)] = reason
+
+    def failures(self, model_id: str, series_key: str) -> dict[tuple[int, int], str]:
+        """Return {(volume, index): reason} of a series' slices that could not be classified."""
+        with self._lock:
+            return {(v, i): r for (m, s, v, i), r in self._failures.items() if m == model_id and s == series_key}
+
+    def finished(self, model_id: str, series_key: str) -> set[tuple[int, int]]:
+        """Return the (volume, index) pairs classified or failed: nothing more to try there."""
+        return self.classified(model_id, series_key) | set(self.failures(model_id, series_key))
+
     def put_heatmap(self, key: HeatmapKey, heatmap: Heatmap) -> None:
         """Store a heatmap, dropping the oldest beyond the bound."""
         with self._lock:
@@ -87,33 +102,40 @@ class SeriesSummary:
     peak: dict[str, tuple[int, float]]  # class -> (slice index, highest probability)
     finding: str | None  # the tumour class with the strongest evidence, if any slice predicts one
     key_slices: list[int]  # most confident slice per predicted tumour class (or the most normal slice)
+    failed: int = 0  # slices that could not be classified (unreadable pixels, model error)
+
+    @property
+    def pending(self) -> bool:
+        """Return whether slices are still waiting to be classified."""
+        return self.classified + self.failed < self.total
 
     def sentence(self, display_names: dict[str, str]) -> str:
         """Return a one-line summary for people."""
+        unreadable = f" {self.failed} slice(s) could not be read." if self.failed else ""
         if self.classified == 0:
-            return "Not classified yet."
-        prefix = "" if self.classified == self.total else f"{self.classified}/{self.total} slices so far: "
+            return ("No slice could be classified." + unreadable) if self.failed and not self.pending else "Not classified yet." + unreadable
+        prefix = f"{self.classified}/{self.total} slices so far: " if self.pending else ""
         if self.finding is None:
-            return prefix + f"no tumour class predicted on any of {self.classified} slices."
+            return prefix + f"no tumour class predicted on any of {self.classified} slices." + unreadable
         index, probability = self.peak[self.finding]
         return prefix + (f"{display_names.get(self.finding, self.finding)} predicted on {self.counts[self.finding]} "
-                         f"slice(s), strongest on slice {index + 1} ({probability:.0%}).")
-
+                         f"slice(s), strongest on slice {index + 1} ({probability:.0%}).") + unreadable
 
     def short(self, display_names: dict[str, str]) -> str:
         """Return a few words for a series list: the finding, its slice count and peak probability."""
+        unreadable = f", {self.failed} unreadable" if self.failed else ""
         if self.classified == 0:
-            return "not classified yet"
-        done = "" if self.classified == self.total else f" ({self.classified}/{self.total} so far)"
+            return ("no slice readable" if self.failed and not self.pending else "not classified yet") + unreadable
+        done = f" ({self.classified}/{self.total} so far)" if self.pending else ""
         if self.finding is None:
-            return f"{display_names.get(NO_TUMOUR, NO_TUMOUR)} on all {self.classified} slices{done}"
+            return f"{display_names.get(NO_TUMOUR, NO_TUMOUR)} on all {self.classified} slices{unreadable}{done}"
         _, probability = self.peak[self.finding]
         return (f"{display_names.get(self.finding, self.finding)} on {self.counts[self.finding]}/{self.classified} "
-                f"slices, up to {probability:.0%}{done}")
+                f"slices, up to {probability:.0%}{unreadable}{done}")
 
 
-def summarize(probabilities: np.ndarray, class_ids: Sequence[str]) -> SeriesSummary:
-    """Summarise a volume's (n_slices, n_classes) probabilities (NaN rows: not classified yet)."""
+def summarize(probabilities: np.ndarray, class_ids: Sequence[str], failed: int = 0) -> SeriesSummary:
+    """Summarise a volume's (n_slices, n_classes) probabilities (NaN rows: not classified yet or failed)."""
     done = ~np.isnan(probabilities).any(axis=1)
     rows = np.flatnonzero(done)
     predicted = probabilities[rows].argmax(axis=1) if len(rows) else np.zeros(0, int)
@@ -128,4 +150,4 @@ def summarize(probabilities: np.ndarray, class_ids: Sequence[str]) -> SeriesSumm
     key_slices = sorted({peak[c][0] for c in tumour_classes})
     if not key_slices and NO_TUMOUR in peak:
         key_slices = [peak[NO_TUMOUR][0]]
-    return SeriesSummary(int(done.sum()), len(probabilities), counts, peak, finding, key_slices)
+    return SeriesSummary(int(done.sum()), len(probabilities), counts, peak, finding, key_slices, failed)

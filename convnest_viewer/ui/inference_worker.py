@@ -75,7 +75,7 @@ class InferenceWorker(QThread):
             self._generation += 1
             if not background:
                 self._heatmap = None
-            done = self.store.classified(self.model_id, series.key) if self.model_id else set()
+            done = self.store.finished(self.model_id, series.key) if self.model_id else set()
             pending = {(v, i) for v in range(series.n_volumes) for i in range(series.n_slices)} - done
             self._job = _Job(series, self._generation, pending, (focus_volume, focus_index),
                              series.n_volumes * series.n_slices)
@@ -159,7 +159,7 @@ class InferenceWorker(QThread):
         self.modelReady.emit(self.model_id, self.classifier.card.name, self.classifier.device_name)
         with self._lock:  # the job may have been set before the model id was known
             if self._job is not None:
-                self._job.pending -= self.store.classified(self.model_id, self._job.series.key)
+                self._job.pending -= self.store.finished(self.model_id, self._job.series.key)
         return True
 
     def _next_batch(self):
@@ -182,6 +182,7 @@ class InferenceWorker(QThread):
         """Classify (volume, index) slices of a series in one batch; store and announce each result."""
         prepared, failed = self.classifier.prepare_slices(series, chosen)
         for volume, index, reason in failed:
+            self.store.put_failure(self.model_id, series.key, volume, index, reason)
             self.sliceFailed.emit(generation, series.key, volume, index, reason)
         if not prepared:
             return
@@ -189,6 +190,7 @@ class InferenceWorker(QThread):
             probabilities = self.classifier.predict_inputs(np.stack([p.model_input for p in prepared]), batch_size=len(prepared))
         except Exception as exc:
             for item in prepared:
+                self.store.put_failure(self.model_id, series.key, item.volume, item.index, f"model error: {exc}")
                 self.sliceFailed.emit(generation, series.key, item.volume, item.index, f"model error: {exc}")
             return
         for item, probs in zip(prepared, probabilities):
@@ -216,7 +218,7 @@ class InferenceWorker(QThread):
 
         try:
             for series in series_list:
-                done = self.store.classified(self.model_id, series.key)
+                done = self.store.finished(self.model_id, series.key)
                 missing = [i for i in range(series.n_slices) if (0, i) not in done]
                 for start in range(0, len(missing), self.batch_size):
                     self._classify_slices(series, -1, [(0, i) for i in missing[start:start + self.batch_size]])

@@ -299,10 +299,13 @@ class MainWindow(QMainWindow):
         from convnest_viewer.results import summarize
 
         table = self.store.series_probabilities(self.model_id, series.key, volume, series.n_slices, len(self.class_ids))
-        return summarize(table, self.class_ids)
+        return summarize(table, self.class_ids, self._failed_count(series, volume))
+
+    def _failed_count(self, series: Series, volume: int) -> int:
+        return sum(v == volume for v, _ in self.store.failures(self.model_id, series.key))
 
     def _is_classified(self, series: Series) -> bool:
-        return len(self.store.classified(self.model_id, series.key)) >= series.n_slices * series.n_volumes
+        return len(self.store.finished(self.model_id, series.key)) >= series.n_slices * series.n_volumes
 
     def _classify_next_in_background(self) -> None:
         """Once the shown series is done, classify the study's other series one after another."""
@@ -328,6 +331,7 @@ class MainWindow(QMainWindow):
     def _slice_failed(self, generation: int, key: str, volume: int, index: int, reason: str) -> None:
         if self.series is not None and key == self.series.key:
             self.statusBar().showMessage(f"Slice {index + 1}: {reason}", 10000)
+            self._refresh_series_plot()
 
     def _progress(self, generation: int, key: str, done: int, total: int) -> None:
         if self.series is None or key != self.series.key:
@@ -439,7 +443,7 @@ class MainWindow(QMainWindow):
         if self.worker is not None:
             generation = self.worker.classify_series(series, series.n_slices // 2, 0)
             if self.model_id:
-                done = len(self.store.classified(self.model_id, series.key))
+                done = len(self.store.finished(self.model_id, series.key))
                 self._progress(generation, series.key, done, series.n_slices * series.n_volumes)
                 if self._is_classified(series):
                     self._classify_next_in_background()
@@ -493,7 +497,7 @@ class MainWindow(QMainWindow):
         if self.series is None or not self.class_ids:
             return
         table = self.store.series_probabilities(self.model_id, self.series.key, self.volume, self.series.n_slices, len(self.class_ids))
-        self.panel.show_series(table, self.index)
+        self.panel.show_series(table, self.index, self._failed_count(self.series, self.volume))
 
     # --- window / level -------------------------------------------------------------------------
     def _window_changed(self, window: Window) -> None:

@@ -104,8 +104,8 @@ class ProbabilityPanel(QWidget):
             label.setFont(font)
             label.setText(("▶ " if index == predicted else "") + self.display_names.get(self.class_ids[index], self.class_ids[index]))
 
-    def show_series(self, table: np.ndarray, current_index: int) -> None:
-        """Plot each class's probability over the slices (NaN rows: pending) and summarise."""
+    def show_series(self, table: np.ndarray, current_index: int, failed: int = 0) -> None:
+        """Plot each class's probability over the slices (NaN rows: pending or failed) and summarise."""
         self._n_slices = len(table)
         x = np.arange(1, len(table) + 1)
         for index, curve in enumerate(self._curves):
@@ -114,7 +114,7 @@ class ProbabilityPanel(QWidget):
             curve.setData(x[done], column[done])
         self.plot.setXRange(0.5, max(len(table), 1) + 0.5, padding=0)
         self.set_current(current_index)
-        self.summary.setText(self._summary_html(table))
+        self.summary.setText(self._summary_html(table, failed))
 
     def set_study_summary(self, html: str) -> None:
         """Show the findings of every classified series of the study."""
@@ -124,10 +124,10 @@ class ProbabilityPanel(QWidget):
         """Move the strip plot's marker to a slice."""
         self.cursor.setValue(index + 1)
 
-    def _summary_html(self, table: np.ndarray) -> str:
+    def _summary_html(self, table: np.ndarray, failed: int) -> str:
         if not len(table) or not self.class_ids:
             return ""
-        summary = summarize(table, self.class_ids)
+        summary = summarize(table, self.class_ids, failed)
         counts = ", ".join(f"{self.display_names[c]}: {n}" for c, n in summary.counts.items() if n)
         text = f"<b>Series:</b> {summary.sentence(self.display_names)}"
         if counts:

@@ -69,8 +69,16 @@ def _run(window, paths: list[str], deadline: float, summary: dict) -> None:
     summary["model"] = {"name": window.model_name, "sha256": window.model_id}
     summary["device"] = window.worker.classifier.device_name
     summary["series"] = [_classify_series(window, series, deadline) for series in result.series]
-    window.browser.select(result.series[0].key)
-    wait_until(lambda: window.series is result.series[0], deadline, "the first series to show")
+    readable = [(series, row) for series, row in zip(result.series, summary["series"]) if row["classified"]]
+    if not readable:
+        summary["heatmaps"] = "no slice could be read"
+        return
+    series, row = readable[0]
+    window.browser.select(series.key)
+    wait_until(lambda: window.series is series, deadline, "the first readable series to show")
+    failed = {(f["volume"] - 1, f["slice"] - 1) for f in row["failed"]}
+    if (window.volume, window.index) in failed:
+        window.set_slice(next(i for i in range(series.n_slices) if (window.volume, i) not in failed))
     summary["heatmaps"] = {method: _heatmap(window, method, deadline) for method in ("gradcam", "shap")}
 
 
@@ -78,18 +86,22 @@ def _classify_series(window, series, deadline: float) -> dict:
     window.browser.select(series.key)
     wait_until(lambda: window.series is series, deadline, f"series {series.description!r} to show")
     total = series.n_slices * series.n_volumes
-    wait_until(lambda: len(window.store.classified(window.model_id, series.key)) >= total, deadline,
+    wait_until(lambda: len(window.store.finished(window.model_id, series.key)) >= total, deadline,
                f"every slice of {series.description!r} to be classified")
+    failures = window.store.failures(window.model_id, series.key)
     predicted: dict[str, int] = {}
     for volume in range(series.n_volumes):
         for index in range(series.n_slices):
+            if (volume, index) in failures:
+                continue
             probabilities = window.store.probabilities(window.model_id, series.key, volume, index)
             if probabilities is None or not np.isclose(probabilities.sum(), 1.0, atol=1e-4):
                 raise SelfTestFailure(f"slice {index + 1} of {series.description!r} has no valid probabilities")
             class_id = window.class_ids[int(np.argmax(probabilities))]
             predicted[class_id] = predicted.get(class_id, 0) + 1
     return {"description": series.description, "slices": series.n_slices, "volumes": series.n_volumes,
-            "classified": total, "predicted": predicted}
+            "classified": total - len(failures), "predicted": predicted,
+            "failed": [{"volume": v + 1, "slice": i + 1, "reason": reason} for (v, i), reason in sorted(failures.items())]}
 
 
 def _heatmap(window, method: str, deadline: float) -> dict:
