@@ -202,7 +202,8 @@ def test_switching_series_never_shows_the_first_series_results_on_the_second(qtb
     after_switch = order[switched_at:]
     last_second = max(i for i, key in enumerate(after_switch) if key == second.key)
     late_first = [i for i, key in enumerate(after_switch[:last_second]) if key == first.key]
-    assert len(late_first) <= window.worker.batch_size, "the first series' job stopped at the switch (one batch in flight)"
+    # at the switch one batch may be in flight and one already emitted but not yet delivered to the main thread
+    assert len(late_first) <= 2 * window.worker.batch_size, "the first series' job stopped at the switch"
     for key, volume, index, probabilities in shown:
         if probabilities is not None:
             assert np.array_equal(probabilities, window.store.probabilities(window.model_id, key, volume, index))
