@@ -230,6 +230,23 @@ def test_the_whole_study_is_classified_in_the_background_and_summarised(qtbot, w
     assert summary.short(dict(zip(window.class_ids, window.display_names))) in item_text
 
 
+def test_files_read_with_a_note_are_listed_beside_the_skipped_ones(qtbot, window, tmp_path):
+    import shutil
+
+    from tests.paths import pydicom_file
+
+    shutil.copy(pydicom_file("badVR.dcm"), tmp_path)
+    shutil.copy(pydicom_file("MR_small.dcm"), tmp_path)
+    (tmp_path / "cut.dcm").write_bytes(pydicom_file("MR_small.dcm").read_bytes()[:4000])
+    result = _open(qtbot, window, tmp_path)
+    assert len(result.series) == 2 and len(result.skipped) == 1 and len(result.notes) == 1
+    rows = [window.browser.skipped.topLevelItem(i) for i in range(window.browser.skipped.topLevelItemCount())]
+    assert [(r.text(0), r.text(1).split(":")[0]) for r in rows] == [
+        ("cut.dcm", "truncated"), ("badVR.dcm", "read, with a note")]
+    assert "Invalid value for VR IS: '1A'" in rows[1].toolTip(1)
+    assert window.browser.skipped_label.text() == "1 file(s) skipped, 1 read with a note"
+
+
 def test_a_folder_of_garbage_shows_a_message_and_the_app_stays_usable(qtbot, window, tmp_path, monkeypatch):
     (tmp_path / "notes.txt").write_text("nothing here")
     (tmp_path / "noise.dcm").write_bytes(np.random.default_rng(0).bytes(5000))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -10,6 +12,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder
 
+from convnest_viewer.io.limits import dicom_size_problem
 from convnest_viewer.io.model import PatientInfo, SliceRef, Skipped, StudyInfo, Window
 from convnest_viewer.io.orientation import slice_normal
 
@@ -27,6 +30,8 @@ _NON_IMAGE_MODALITIES = {
     "DOC": "encapsulated document",
 }
 _DEFER_BYTES = 2048  # values longer than this are read only when needed
+_MIN_SLOPE, _MAX_SLOPE = 1e-6, 1e6  # a rescale slope outside this range cannot map stored values to real ones
+_MAX_VALUE = 1e9  # no rescale intercept or window centre of a real image is larger
 
 
 @dataclass
@@ -149,6 +154,9 @@ def _non_image_reason(path: Path, ds: Dataset, modality: str) -> str | None:
         if "Image Storage" in sop_name:
             return f"no pixel data in an image object ({sop_name}): the file may be truncated"
         return f"no pixel data ({sop_name})"
+    size_problem = _size_problem(ds)
+    if size_problem:
+        return f"refused before reading pixels: {size_problem}"
     syntax = _transfer_syntax(ds)
     if syntax is not None:
         try:
@@ -158,6 +166,17 @@ def _non_image_reason(path: Path, ds: Dataset, modality: str) -> str | None:
         if not decoder.is_available:
             return f"unsupported encoding: {syntax.name} (no decoder installed)"
     return _truncation_reason(path, ds, pixel_tag, syntax)
+
+
+def _size_problem(ds: Dataset) -> str | None:
+    """Return why the header's image size, frame count or bit depth is refused, before anything is allocated."""
+    return dicom_size_problem(
+        rows=int(ds.Rows),
+        columns=int(ds.Columns),
+        frames=_int(ds.get("NumberOfFrames")) or 1,  # 0 or absent: one frame, as the pixel decoders read it
+        bits_allocated=int(ds.get("BitsAllocated", 16) or 16),
+        samples=int(ds.get("SamplesPerPixel", 1) or 1),
+    )
 
 
 def _truncation_reason(path: Path, ds: Dataset, pixel_tag: int, syntax) -> str | None:
@@ -286,16 +305,18 @@ def _pixel_spacing(ds: Dataset, shared: Dataset | None) -> tuple[float, float] |
     value = ds.get("PixelSpacing") or _functional_value(ds, shared, "PixelMeasuresSequence", "PixelSpacing")
     if value is None:
         value = ds.get("ImagerPixelSpacing")
-    if value is None or len(value) < 2:
-        return None
-    return float(value[0]), float(value[1])
+    numbers = _floats(value, 2)
+    if numbers is None or min(numbers) <= 0:
+        return None  # missing, malformed, zero or negative spacing: shown without a scale
+    return numbers[0], numbers[1]
 
 
 def _orientation(ds: Dataset, shared: Dataset | None) -> tuple[float, ...] | None:
     value = ds.get("ImageOrientationPatient") or _functional_value(ds, shared, "PlaneOrientationSequence", "ImageOrientationPatient")
-    if value is None or len(value) != 6:
-        return None
-    return tuple(float(v) for v in value)
+    numbers = _floats(value, 6)
+    if numbers is None or not any(numbers[:3]) or not any(numbers[3:]):
+        return None  # missing, malformed or degenerate: the slices are ordered without geometry
+    return numbers
 
 
 def _rescale(ds: Dataset, shared: Dataset | None) -> tuple[float, float]:
@@ -304,7 +325,11 @@ def _rescale(ds: Dataset, shared: Dataset | None) -> tuple[float, float]:
     if slope is None:
         slope = _float(_group_value(shared, "PixelValueTransformationSequence", "RescaleSlope"))
         intercept = _float(_group_value(shared, "PixelValueTransformationSequence", "RescaleIntercept"))
-    return (slope if slope not in (None, 0.0) else 1.0), (intercept or 0.0)
+    slope, intercept = (slope if slope not in (None, 0.0) else 1.0), (intercept or 0.0)
+    if not (_MIN_SLOPE <= abs(slope) <= _MAX_SLOPE) or abs(intercept) > _MAX_VALUE:
+        warnings.warn(f"rescale slope {slope:g} / intercept {intercept:g} cannot describe image values; ignored")
+        return 1.0, 0.0
+    return slope, intercept
 
 
 def _stored_range(ds: Dataset, slope: float, intercept: float) -> tuple[float, float] | None:
@@ -329,8 +354,8 @@ def _sequence_name(ds: Dataset) -> str:
 
 def _window(center, width) -> Window | None:
     center, width = _float(_first_value(center)), _float(_first_value(width))
-    if center is None or width is None or width <= 0:
-        return None
+    if center is None or width is None or width <= 0 or abs(center) > _MAX_VALUE or width > 2 * _MAX_VALUE:
+        return None  # absent or absurd: the viewer falls back to a window from the slice's own values
     return Window(center, width)
 
 
@@ -341,16 +366,24 @@ def _first_value(value):
 
 
 def _triple(value) -> tuple[float, float, float] | None:
-    if value is None or len(value) != 3:
+    return _floats(value, 3)
+
+
+def _floats(value, count: int) -> tuple[float, ...] | None:
+    """Return a multi-valued header value as `count` finite floats, or None if it is anything else."""
+    if value is None or isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != count:
         return None
-    return float(value[0]), float(value[1]), float(value[2])
+    numbers = tuple(_float(v) for v in value)
+    return None if any(n is None for n in numbers) else numbers
 
 
 def _float(value) -> float | None:
+    """Return a header value as a finite float; absent, malformed, nan and infinite values are None."""
     try:
-        return None if value is None or value == "" else float(value)
-    except (TypeError, ValueError):
+        number = None if value is None or value == "" else float(value)
+    except (TypeError, ValueError, OverflowError):
         return None
+    return number if number is not None and math.isfinite(number) else None
 
 
 def _int(value) -> int | None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -10,12 +12,16 @@ from typing import Callable, Iterable, Sequence
 import pydicom
 
 from convnest_viewer.io.dicom_headers import DicomRecord, read_dicom_record
-from convnest_viewer.io.model import LoadResult, Series, Skipped
+from convnest_viewer.io.model import FileNote, LoadResult, Series, Skipped
 from convnest_viewer.io.nifti import is_nifti, read_nifti_series
 from convnest_viewer.io.raster import is_raster, read_raster_series
 from convnest_viewer.io.stacking import stack_volumes
+from convnest_viewer.privacy import remember_patient
+
+log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int], None]
+UNEXPECTED_ERROR = "unexpected error while reading"  # a reader raised what it should have turned into a reason
 
 
 def load_study(
@@ -27,22 +33,31 @@ def load_study(
     files, skipped = find_files(paths)
     records: list[tuple[int, DicomRecord]] = []
     other_series: list[tuple[int, Series]] = []
+    notes: list[FileNote] = []
     for done, (origin, path) in enumerate(files):
         if cancelled is not None and cancelled():
             break
-        item = _read_one(path)
+        item, file_notes = _read_one_with_notes(path)
+        if not isinstance(item, Skipped):
+            notes.extend(file_notes)
         if isinstance(item, Skipped):
             skipped.append(item)
         elif isinstance(item, Series):
             other_series.append((origin, item))
         else:
+            remember_patient(item.patient)  # before anything about this file can reach a log
             records.append((origin, item))
         if progress is not None:
             progress(done + 1, len(files))
     dicom_series, duplicates = build_dicom_series(records)
     skipped.extend(duplicates)
     ordered = sorted(dicom_series + other_series, key=lambda pair: pair[0])
-    return LoadResult(series=[series for _, series in ordered], skipped=skipped)
+    result = LoadResult(series=[series for _, series in ordered], skipped=skipped, notes=notes)
+    log.info("loaded %d series from %d files; %d skipped, %d notes", len(result.series), len(files),
+             len(skipped), len(notes))
+    for entry in skipped:
+        log.info("skipped %s: %s", entry.path, entry.reason)
+    return result
 
 
 def find_files(paths: Iterable[str | os.PathLike]) -> tuple[list[tuple[int, Path]], list[Skipped]]:
@@ -150,6 +165,23 @@ def build_dicom_series(records: Sequence[tuple[int, DicomRecord]]) -> tuple[list
 def _group_key(record: DicomRecord) -> tuple:
     orientation = tuple(round(v, 3) for v in record.orientation) if record.orientation else None
     return (record.series_uid, record.series_number, orientation, record.rows, record.columns)
+
+
+def _read_one_with_notes(path: Path):
+    """Read one file; the warnings its readers raise become notes on that file instead of stderr output."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            item = _read_one(path)
+        except Exception as exc:  # noqa: BLE001 - a reader's bug costs this file, never the study
+            item = Skipped(path, f"{UNEXPECTED_ERROR}: {type(exc).__name__}: {exc}")
+    texts = dict.fromkeys(_note_text(w.message) for w in caught)
+    return item, [FileNote(path, text) for text in texts]
+
+
+def _note_text(message) -> str:
+    text = str(message).split(" Please see <", 1)[0]  # pydicom appends a link to the standard
+    return text.strip()
 
 
 def _read_one(path: Path):

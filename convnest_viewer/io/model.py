@@ -71,6 +71,14 @@ class Skipped:
 
 
 @dataclass(frozen=True)
+class FileNote:
+    """Something odd about a file that was still read (a malformed value, a repaired header)."""
+
+    path: Path
+    text: str
+
+
+@dataclass(frozen=True)
 class PatientInfo:
     """Who the images belong to (patient identifiers: never log these)."""
 
@@ -214,10 +222,11 @@ class PatientNode:
 
 @dataclass
 class LoadResult:
-    """Everything a load found: usable series, and the files it skipped with reasons."""
+    """Everything a load found: usable series, the files it skipped with reasons, notes on odd files it read."""
 
     series: list[Series] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    notes: list[FileNote] = field(default_factory=list)
 
     def tree(self) -> list[PatientNode]:
         """Group the series into patient > study > series, in load order."""

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from convnest_viewer.io.model import Series
 
 DEFAULT_CACHE_BYTES = 512 * 1024 * 1024
+_MAX_ABS_VALUE = 1e30  # larger magnitudes are damage, not signal (and overflow float32 arithmetic)
 
 
 class PixelReadError(RuntimeError):
@@ -91,6 +92,9 @@ def _load_slice(series: "Series", ref: SliceRef) -> np.ndarray:
         values = values * np.float32(ref.slope) + np.float32(ref.intercept)
     if series.invert_pivot is not None:
         values = np.float32(series.invert_pivot) - values
+    if not np.isfinite(values).all() or np.abs(values).max(initial=0.0) > _MAX_ABS_VALUE:
+        # damaged float data (nan, inf, 1e38): such voxels are not image values; show them as 0
+        values = np.where(np.isfinite(values) & (np.abs(values) <= _MAX_ABS_VALUE), values, np.float32(0.0))
     if values.shape != (series.rows, series.columns):
         raise PixelReadError(
             f"{ref.path}: pixel array is {values.shape}, header says {(series.rows, series.columns)}"
@@ -108,17 +112,33 @@ def read_dicom_frame(path: Path, frame: int | None, compressed: bool = False) ->
         except DecodeFailed as exc:
             raise PixelReadError(f"{path}: cannot decode pixel data: {exc}") from exc
         return array
+    import warnings
+
     from pydicom.pixels import pixel_array
 
     try:
-        return pixel_array(str(path), index=frame)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the header's oddities were noted when the study was loaded
+            return pixel_array(str(path), index=frame)
     except Exception as exc:
         raise PixelReadError(f"{path}: cannot decode pixel data: {exc}") from exc
 
 
+_FAILED_VOLUMES: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> why the volume could not be read
+
+
 def read_nifti_slice(path: Path, z: int, t: int | None) -> np.ndarray:
     """Return slice z (of volume t) of a NIfTI file, reading the file once per cache lifetime."""
-    volume = PIXEL_CACHE.get_or_load(("nifti-volume", str(path)), lambda: read_nifti_volume(path))
+    stat = path.stat()
+    file_key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if file_key in _FAILED_VOLUMES:  # a damaged volume fails once, not once per slice
+        raise PixelReadError(_FAILED_VOLUMES[file_key])
+    try:
+        volume = PIXEL_CACHE.get_or_load(("nifti-volume", str(path)), lambda: read_nifti_volume(path))
+    except Exception as exc:
+        reason = str(exc) if isinstance(exc, PixelReadError) else f"{path}: cannot read the NIfTI volume: {_last_line(exc)}"
+        _FAILED_VOLUMES[file_key] = reason
+        raise PixelReadError(reason) from exc
     if volume.ndim == 2:
         return volume
     if volume.ndim == 4:
@@ -130,7 +150,27 @@ def read_nifti_volume(path: Path) -> np.ndarray:
     """Return a NIfTI file's voxels as a numpy array ((t,) z, y, x), as SimpleITK reads them."""
     import SimpleITK as sitk
 
+    if path.name.lower().endswith(".gz"):
+        _check_gzip_stream(path)  # ITK fills a truncated stream with zeros and carries on
     return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+
+
+def _check_gzip_stream(path: Path) -> None:
+    """Raise PixelReadError if a gzip file is truncated or damaged (decompressed and discarded in chunks)."""
+    import gzip
+    import zlib
+
+    try:
+        with gzip.open(path, "rb") as stream:
+            while stream.read(1 << 22):
+                pass
+    except (EOFError, OSError, zlib.error) as exc:
+        raise PixelReadError(f"{path}: truncated or damaged gzip data: {exc}") from exc
+
+
+def _last_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
 
 
 def read_raster(path: Path) -> np.ndarray:
@@ -173,4 +213,5 @@ def percentile_window(values: np.ndarray, low: float = 0.5, high: float = 99.5) 
 def apply_window(values: np.ndarray, window: Window) -> np.ndarray:
     """Map values through a window to uint8 (low -> 0, high -> 255), clipping outside."""
     scaled = (values.astype(np.float32) - np.float32(window.low)) * np.float32(255.0 / window.width)
+    scaled = np.nan_to_num(scaled, nan=0.0, posinf=255.0, neginf=0.0)  # nan voxels (float volumes) show black
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from convnest_viewer.io.limits import image_size_problem
 from convnest_viewer.io.model import Series, SliceRef, Skipped, StudyInfo, Window
 
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -24,6 +25,10 @@ def read_raster_series(path: Path) -> Series | Skipped:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as exc:
         return Skipped(path, f"unreadable: {exc}")
+    declared = header_size(data[:1 << 16].tobytes())
+    problem = image_size_problem(*declared) if declared else None
+    if problem:
+        return Skipped(path, f"refused before decoding: {problem}")
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if image is None:
         return Skipped(path, "not a decodable image (corrupt or truncated)")
@@ -42,4 +47,34 @@ def read_raster_series(path: Path) -> Series | Skipped:
     )
 
 
-__all__ = ["RASTER_SUFFIXES", "is_raster", "read_raster_series"]
+def header_size(head: bytes) -> tuple[int, int] | None:
+    """Return (rows, columns) from a PNG, JPEG or BMP header without decoding, or None if not found."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n") and len(head) >= 24:
+        return int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")
+    if head.startswith(b"BM") and len(head) >= 26:
+        width = int.from_bytes(head[18:22], "little", signed=True)
+        height = int.from_bytes(head[22:26], "little", signed=True)
+        return abs(height), width
+    if head.startswith(b"\xff\xd8"):
+        return _jpeg_frame_size(head)
+    return None
+
+
+def _jpeg_frame_size(head: bytes) -> tuple[int, int] | None:
+    """Walk the JPEG markers to the first start-of-frame and return its (rows, columns)."""
+    start_of_frame = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+    offset = 2
+    while offset + 9 <= len(head):
+        if head[offset] != 0xFF:
+            return None
+        marker = head[offset + 1]
+        if marker == 0xFF:  # fill byte
+            offset += 1
+            continue
+        if marker in start_of_frame:
+            return int.from_bytes(head[offset + 5:offset + 7], "big"), int.from_bytes(head[offset + 7:offset + 9], "big")
+        offset += 2 + int.from_bytes(head[offset + 2:offset + 4], "big")
+    return None
+
+
+__all__ = ["RASTER_SUFFIXES", "header_size", "is_raster", "read_raster_series"]

@@ -49,7 +49,7 @@ class SeriesBrowser(QWidget):
         self.skipped_label = QLabel("")
         layout.addWidget(self.skipped_label)
         self.skipped = QTreeWidget()
-        self.skipped.setHeaderLabels(["Skipped file", "Reason"])
+        self.skipped.setHeaderLabels(["File", "Reason"])
         self.skipped.setRootIsDecorated(False)
         layout.addWidget(self.skipped, stretch=1)
         self._items: dict[str, QTreeWidgetItem] = {}
@@ -87,9 +87,14 @@ class SeriesBrowser(QWidget):
             row.setToolTip(0, str(entry.path))
             row.setToolTip(1, entry.reason)
             self.skipped.addTopLevelItem(row)
+        for note in result.notes:
+            row = QTreeWidgetItem([note.path.name, f"read, with a note: {note.text}"])
+            row.setToolTip(0, str(note.path))
+            row.setToolTip(1, note.text)
+            self.skipped.addTopLevelItem(row)
         self.skipped.resizeColumnToContents(0)
-        self.skipped_label.setText(f"{len(result.skipped)} file(s) skipped" if result.skipped else "No files skipped")
-        self.skipped.setVisible(bool(result.skipped))
+        self.skipped_label.setText(_problems_text(len(result.skipped), len(result.notes)))
+        self.skipped.setVisible(bool(result.skipped or result.notes))
         self._thumb_queue = list(result.series)
         self._thumb_timer.start()
 
@@ -130,3 +135,11 @@ class SeriesBrowser(QWidget):
 def format_dicom_date(value: str) -> str:
     """Return a DICOM date (YYYYMMDD) as YYYY-MM-DD; other text unchanged."""
     return f"{value[:4]}-{value[4:6]}-{value[6:8]}" if len(value) == 8 and value.isdigit() else value
+
+
+def _problems_text(skipped: int, notes: int) -> str:
+    """Return the label above the problem list: how many files were skipped and how many read with a note."""
+    parts = [f"{skipped} file(s) skipped" if skipped else "No files skipped"]
+    if notes:
+        parts.append(f"{notes} read with a note")
+    return ", ".join(parts)
