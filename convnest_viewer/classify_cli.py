@@ -12,8 +12,7 @@ from typing import Iterator
 
 import numpy as np
 
-EXIT_BAD_INPUT = 2
-EXIT_MODEL = 3
+from convnest_viewer import exit_codes
 
 
 def add_classify_parser(commands) -> None:
@@ -21,7 +20,7 @@ def add_classify_parser(commands) -> None:
     parser = commands.add_parser("classify", help="classify every slice of the series found under PATH")
     parser.add_argument("paths", nargs="+", metavar="PATH", help="folders, files or DICOMDIRs")
     parser.add_argument("--model", type=Path, help="model folder (default: the bundled default model)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+    parser.add_argument("--device", default="auto", type=_device_name, help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--explain", choices=["gradcam", "shap"], help="write a heatmap overlay PNG per slice")
     parser.add_argument("--target", help="class to explain (default: each slice's predicted class)")
@@ -30,34 +29,49 @@ def add_classify_parser(commands) -> None:
     parser.set_defaults(handler=run_classify)
 
 
+def _device_name(text: str) -> str:
+    """Accept auto, cpu, cuda, cuda:N or mps (argparse turns anything else into a usage error)."""
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not auto, cpu, cuda, cuda:N or mps")
+    return text
+
+
 def run_classify(args: argparse.Namespace) -> int:
-    """Run classify; return 0, 2 for bad input, 3 for a missing or refused model."""
+    """Run classify; return an exit status from `exit_codes` (bad options, missing paths, model refused ...)."""
+    from convnest_viewer.cli import report_missing_paths
     from convnest_viewer.inference.card import ModelCardError
     from convnest_viewer.io import load_study
 
-    missing = [p for p in args.paths if not Path(p).exists()]
-    if missing:
-        for path in missing:
-            print(f"convnest classify: {path}: no such file or folder", file=sys.stderr)
-        return EXIT_BAD_INPUT
     if args.explain and not args.out:
         print("convnest classify: --explain needs --out DIR for the overlay images", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    try:
-        from convnest_viewer.inference.classifier import Classifier
+        return exit_codes.USAGE
+    if args.batch_size < 1:
+        print(f"convnest classify: --batch-size must be at least 1, not {args.batch_size}", file=sys.stderr)
+        return exit_codes.USAGE
+    if report_missing_paths("classify", args.paths):
+        return exit_codes.NO_SUCH_PATH
+    from convnest_viewer.inference.classifier import Classifier, NoModelInstalled, pick_device
 
+    try:
+        pick_device(args.device)
+    except RuntimeError as exc:
+        print(f"convnest classify: --device {args.device}: {exc}", file=sys.stderr)
+        return exit_codes.USAGE
+    try:
         classifier = Classifier(args.model, device=args.device)
     except (ModelCardError, RuntimeError, ValueError) as exc:
-        print(f"convnest classify: model refused: {exc}", file=sys.stderr)
-        return EXIT_MODEL
+        kind = "no model" if isinstance(exc, NoModelInstalled) else "model refused"
+        print(f"convnest classify: {kind}: {exc}", file=sys.stderr)
+        return exit_codes.MODEL
     if args.target and args.target not in classifier.class_ids:
         print(f"convnest classify: unknown class {args.target!r}; classes are {', '.join(classifier.class_ids)}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return exit_codes.USAGE
     loaded = [(path, load_study([path])) for path in args.paths]
     report = {
         "model": {"name": classifier.card.name, "sha256": classifier.weights_sha256},
         "series": [],
         "skipped": [{"path": str(s.path), "reason": s.reason} for _, result in loaded for s in result.skipped],
+        "notes": [{"path": str(n.path), "note": n.text} for _, result in loaded for n in result.notes],
     }
     total = sum(s.n_slices * s.n_volumes for _, result in loaded for s in result.series)
     from tqdm import tqdm
@@ -70,7 +84,7 @@ def run_classify(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
     else:
         print(_table(report, classifier))
-    return 0 if report["series"] else EXIT_BAD_INPUT
+    return exit_codes.OK if report["series"] else exit_codes.NOTHING_USABLE
 
 
 @dataclass
@@ -156,4 +170,8 @@ def _table(report: dict, classifier) -> str:
         lines.append("")
         lines.append(f"{len(report['skipped'])} file(s) skipped")
         lines += [f"  {s['path']}: {s['reason']}" for s in report["skipped"]]
+    if report["notes"]:
+        lines.append("")
+        lines.append(f"{len(report['notes'])} note(s) on files that were read")
+        lines += [f"  {n['path']}: {n['note']}" for n in report["notes"]]
     return "\n".join(lines)

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Sequence
 
-from convnest_viewer import __version__
+from convnest_viewer import __version__, exit_codes
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -16,17 +16,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help()
-        return 2
+        return exit_codes.USAGE
     try:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return exit_codes.INTERRUPTED
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(prog="convnest", description="ConvNeXt Brain MRI Viewer, headless tools")
+    parser = argparse.ArgumentParser(prog="convnest", description="ConvNeXt Brain MRI Viewer, headless tools",
+                                     epilog=exit_codes.EPILOG)
     parser.add_argument("--version", action="version", version=f"convnest {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
@@ -50,12 +51,25 @@ def build_parser() -> argparse.ArgumentParser:
 def _run_info(args: argparse.Namespace) -> int:
     from convnest_viewer.io import load_study
 
+    missing = report_missing_paths("info", args.paths)
+    if missing:
+        return exit_codes.NO_SUCH_PATH
     result = load_study(args.paths)
     if args.json:
         print(json.dumps(info_json(result), indent=2))
     else:
         print(info_table(result))
-    return 0 if result.series else 1
+    return exit_codes.OK if result.series else exit_codes.NOTHING_USABLE
+
+
+def report_missing_paths(command: str, paths: Sequence[str]) -> list[str]:
+    """Print one line on stderr for each path that does not exist; return those paths."""
+    from pathlib import Path
+
+    missing = [path for path in paths if not Path(path).expanduser().exists()]
+    for path in missing:
+        print(f"convnest {command}: {path}: no such file or folder", file=sys.stderr)
+    return missing
 
 
 def info_json(result) -> dict:
@@ -74,6 +88,7 @@ def info_json(result) -> dict:
             for series in result.series
         ],
         "skipped": [{"path": str(item.path), "reason": item.reason} for item in result.skipped],
+        "notes": [{"path": str(note.path), "note": note.text} for note in result.notes],
     }
 
 
@@ -92,6 +107,10 @@ def info_table(result) -> str:
         lines.append("")
         lines.append(f"{len(result.skipped)} file(s) skipped")
         lines.append(format_table(["File", "Reason"], [[str(s.path), s.reason] for s in result.skipped]))
+    if result.notes:
+        lines.append("")
+        lines.append(f"{len(result.notes)} note(s) on files that were read")
+        lines.append(format_table(["File", "Note"], [[str(n.path), n.text] for n in result.notes]))
     return "\n".join(lines)
 
 

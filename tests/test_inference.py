@@ -84,6 +84,57 @@ def test_an_unlisted_safetensors_file_is_refused(model_folder, tmp_path):
         Classifier(folder, device="cpu")
 
 
+def test_a_missing_shard_is_refused_naming_the_file(model_folder, tmp_path):
+    folder = _copy(model_folder, tmp_path)
+    shard = folder / load_card(folder).weights[1].file
+    shard.unlink()
+    with pytest.raises(ModelCardError, match=f"{shard.name}: weight file listed in the model card is missing"):
+        Classifier(folder, device="cpu")
+
+
+def test_a_card_with_another_class_count_is_refused_with_both_counts(model_folder, tmp_path):
+    folder = _copy(model_folder, tmp_path)
+    card = json.loads((folder / "model_card.json").read_text())
+    card["classes"] = card["classes"][:3]
+    (folder / "model_card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelCardError, match=r"the weights have 4 output classes, the card lists 3 \(glioma, meningioma, notumor\)"):
+        Classifier(folder, device="cpu")
+
+
+def test_a_card_naming_another_architecture_is_refused(model_folder, tmp_path):
+    folder = _copy(model_folder, tmp_path)
+    card = json.loads((folder / "model_card.json").read_text())
+    card["architecture"] = "convnext_atto"
+    (folder / "model_card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelCardError, match="do not fit architecture convnext_atto named in the card: .* tensors missing"):
+        Classifier(folder, device="cpu")
+
+
+def test_no_code_loads_pickles():
+    """Fail if any module of the app, the training module or the packaging calls a pickle-based loader."""
+    import ast
+
+    from tests.paths import REPO
+
+    forbidden = {"torch.load", "pickle.load", "pickle.loads", "torch.jit.load", "joblib.load", "dill.load",
+                 "cloudpickle.load", "numpy.load", "np.load", "pandas.read_pickle", "pd.read_pickle", "shelve.open"}
+    found = []
+    for path in sorted(p for folder in ("convnest_viewer", "training", "packaging") for p in (REPO / folder).rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call):
+                name = ast.unparse(node.func)
+                allow = any(k.arg == "allow_pickle" and isinstance(k.value, ast.Constant) and k.value.value is False
+                            for k in node.keywords)
+                if name in forbidden and not (name in ("np.load", "numpy.load") and allow):
+                    found.append(f"{path.relative_to(REPO)}:{node.lineno}: {name}")
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                modules = [alias.name for alias in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) else [])
+                found += [f"{path.relative_to(REPO)}:{node.lineno}: import {m}" for m in modules
+                          if m in ("pickle", "cPickle", "dill", "cloudpickle", "joblib", "shelve")]
+    assert found == []
+
+
 def test_factory_builds_every_named_architecture_with_card_classes_and_channels():
     for name in ["convnext_tiny", "convnext_small", "convnext_base", "resnet152", "efficientnetv2_b0", "vgg19_bn", "mobilenetv3_large_100"]:
         assert name in ARCHITECTURES
@@ -217,8 +268,28 @@ def test_classify_cli_end_to_end_on_mprage_and_dataset_jpegs(model_folder, tmp_p
     assert "pituitary" in capsys.readouterr().out
 
 
+def test_cli_exit_statuses_are_distinct_and_the_messages_name_the_problem(model_folder, tmp_path, capsys, monkeypatch):
+    mprage = str(DICOM / "sagittal-mprage")
+    assert cli_main(["classify", str(tmp_path / "missing"), "--model", str(model_folder)]) == 4
+    assert "missing: no such file or folder" in capsys.readouterr().err
+    assert cli_main(["info", str(tmp_path / "missing")]) == 4
+    with pytest.raises(SystemExit) as usage:
+        cli_main(["classify", mprage, "--device", "tpu"])
+    assert usage.value.code == 2 and "'tpu' is not auto, cpu, cuda" in capsys.readouterr().err
+    assert cli_main(["classify", mprage, "--explain", "gradcam"]) == 2
+    assert cli_main(["classify", mprage, "--batch-size", "0"]) == 2
+    assert cli_main(["classify", mprage, "--model", str(model_folder), "--target", "astrocytoma"]) == 2
+    assert "unknown class 'astrocytoma'" in capsys.readouterr().err
+    monkeypatch.setattr("convnest_viewer.inference.classifier.models_dir", lambda: tmp_path / "no-models")
+    assert cli_main(["classify", mprage]) == 3
+    assert "no model: no trained model is installed" in capsys.readouterr().err
+    (tmp_path / "notes.txt").write_text("not an image")
+    assert cli_main(["classify", str(tmp_path / "notes.txt"), "--model", str(model_folder)]) == 1
+    assert cli_main([]) == 2
+
+
 def test_classify_cli_errors(model_folder, tmp_path):
-    assert cli_main(["classify", str(tmp_path / "missing"), "--model", str(model_folder)]) == 2
+    assert cli_main(["classify", str(tmp_path / "missing"), "--model", str(model_folder)]) == 4
     tampered = _copy(model_folder, tmp_path)
     card = json.loads((tampered / "model_card.json").read_text())
     card["weights"][0]["sha256"] = "0" * 64

@@ -69,6 +69,23 @@ def default_model_dir() -> Path:
     )
 
 
+def weights_mismatch(expected: dict, loaded: dict, card: ModelCard) -> str | None:
+    """Return in one sentence why loaded weights do not fit the model the card describes, or None if they fit."""
+    head = [key for key, value in expected.items() if value.ndim >= 1 and value.shape[0] == card.num_classes]
+    if head and head[-1] in loaded and loaded[head[-1]].shape[0] != card.num_classes:
+        return (f"the weights have {loaded[head[-1]].shape[0]} output classes, the card lists {card.num_classes} "
+                f"({', '.join(card.class_ids)})")
+    missing = [key for key in expected if key not in loaded]
+    unexpected = [key for key in loaded if key not in expected]
+    wrong = [key for key in expected if key in loaded and tuple(loaded[key].shape) != tuple(expected[key].shape)]
+    if not (missing or unexpected or wrong):
+        return None
+    first = (f"; first: {wrong[0]} is {tuple(loaded[wrong[0]].shape)} in the file, {tuple(expected[wrong[0]].shape)} in the model"
+             if wrong else f"; first missing: {missing[0]}" if missing else f"; first unexpected: {unexpected[0]}")
+    return (f"the weights do not fit architecture {card.architecture} named in the card: {len(missing)} tensors missing, "
+            f"{len(unexpected)} unexpected, {len(wrong)} of another shape{first}")
+
+
 @dataclass
 class Prediction:
     """Calibrated class probabilities of one slice."""
@@ -112,6 +129,9 @@ class Classifier:
             self.card = load_card(self.model_dir)
             state = load_state_dict(self.model_dir, self.card)
             model = create_classifier(self.card)
+            mismatch = weights_mismatch(model.state_dict(), state, self.card)
+            if mismatch:
+                raise ModelCardError(f"{self.model_dir}: {mismatch}")
             try:
                 model.load_state_dict(state, strict=True)
             except RuntimeError as exc:
