@@ -47,7 +47,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if icon.is_file():
         app.setWindowIcon(QIcon(str(icon)))
     paths = [str(p) for p in args.paths] or [str(demo_study_dir())]
+    from convnest_viewer.logs import configure_logging, install_crash_handlers
+
+    configure_logging()
     window = MainWindow(model_dir=args.model, device=args.device)
+    window.crashReported.connect(lambda path, text: _show_crash(window, path, text))
+    install_crash_handlers(show=lambda path, text: window.crashReported.emit(str(path), text))
     window.show()
     if args.self_test:
         from convnest_viewer.ui.self_test import run_self_test
@@ -55,6 +60,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_self_test(window, paths, args.screenshot, args.timeout)
     window.open_paths(paths)
     return app.exec()
+
+
+def _show_crash(window, path: str, text: str) -> None:
+    """Tell the user an unexpected error was recorded, and where; the window stays open."""
+    window.statusBar().showMessage(f"Unexpected error ({text.splitlines()[0][:120]}); report saved to {path}", 30000)
 
 
 if __name__ == "__main__":

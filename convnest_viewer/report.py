@@ -55,10 +55,27 @@ def write_csv(path, series_list: Sequence[Series], store: ResultStore, model_id:
         writer.writerow(header)
         for series in series_list:
             for row in _csv_rows(series, store, model_id, class_ids, include_identifiers):
-                writer.writerow(row)
+                writer.writerow([spreadsheet_safe(cell) for cell in row])
                 rows += 1
     log.info("CSV report: %d slice rows from %d series", rows, len(series_list))
     return path
+
+
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(cell):
+    """Return a CSV cell a spreadsheet will not run: text starting with = + - @ tab or CR gets a leading apostrophe.
+
+    Numbers (including negative ones such as a slice location of -12.500) are left as they are.
+    """
+    if not isinstance(cell, str) or not cell.startswith(_FORMULA_STARTS):
+        return cell
+    try:
+        float(cell)
+    except ValueError:
+        return "'" + cell
+    return cell
 
 
 def _csv_rows(series: Series, store: ResultStore, model_id: str, class_ids: list[str], include_identifiers: bool):
@@ -247,4 +264,4 @@ def _prepare_path(path) -> Path:
     return path
 
 
-__all__ = ["write_csv", "write_html", "strip_plot_png"]
+__all__ = ["spreadsheet_safe", "write_csv", "write_html", "strip_plot_png"]

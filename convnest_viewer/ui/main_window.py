@@ -33,6 +33,7 @@ class MainWindow(QMainWindow):
     studyLoaded = Signal(object)  # LoadResult
     sliceShown = Signal(str, int, int)  # series key, volume, index
     overlayShown = Signal(object)  # HeatmapKey or None
+    crashReported = Signal(str, str)  # crash report path, redacted one-line error (emitted from any thread)
 
     def __init__(self, model_dir: Path | None = None, device: str | None = None) -> None:
         super().__init__()
