@@ -84,6 +84,8 @@ def info_json(result) -> dict:
                 "volumes": series.n_volumes,
                 "rows": series.rows,
                 "columns": series.columns,
+                "gaps": [{"after_slice": gap.after + 1, "missing_mm": round(gap.missing_mm, 2),
+                          "missing_slices": gap.missing_slices} for gap in series.gaps()],
             }
             for series in result.series
         ],
@@ -97,7 +99,7 @@ def info_table(result) -> str:
     from convnest_viewer.text_table import format_table
 
     rows = [
-        [str(i + 1), s.modality, s.description or "(no description)", str(s.n_slices), str(s.n_volumes),
+        [str(i + 1), s.modality, s.description or "(no description)", _slices_text(s), str(s.n_volumes),
          f"{s.rows}x{s.columns}", _spacing_text(s), s.uid]
         for i, s in enumerate(result.series)
     ]
@@ -112,6 +114,11 @@ def info_table(result) -> str:
         lines.append(f"{len(result.notes)} note(s) on files that were read")
         lines.append(format_table(["File", "Note"], [[str(n.path), n.text] for n in result.notes]))
     return "\n".join(lines)
+
+
+def _slices_text(series) -> str:
+    gaps = series.gaps()
+    return f"{series.n_slices} ({len(gaps)} gap{'s' if len(gaps) > 1 else ''})" if gaps else str(series.n_slices)
 
 
 def _spacing_text(series) -> str:

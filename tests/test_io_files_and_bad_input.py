@@ -191,7 +191,8 @@ def test_info_json_reports_the_fixture_counts(capsys):
     report = json.loads(capsys.readouterr().out)
     counts = [(s["slices"], s["volumes"]) for s in report["series"]]
     assert counts == [(192, 1), (96, 1), (15, 10), (35, 1), (35, 1)]
-    assert {"uid", "description", "modality", "slices", "volumes", "rows", "columns"} == set(report["series"][0])
+    assert {"uid", "description", "modality", "slices", "volumes", "rows", "columns", "gaps"} == set(report["series"][0])
+    assert all(s["gaps"] == [] for s in report["series"]), "the fixtures are complete"
     assert all(set(item) == {"path", "reason"} for item in report["skipped"])
 
 

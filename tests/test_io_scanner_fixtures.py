@@ -99,12 +99,30 @@ def test_all_nine_transfer_syntaxes_decode_to_identical_pixels():
     result = load_study([DICOM / "transfer-syntaxes"])
     assert len(result.series) == 9, "one SeriesInstanceUID, nine series numbers: nine series"
     assert len({s.key for s in result.series}) == 9
-    reference = result.series[0].pixels(0)
-    assert reference.shape == (384, 384) and reference.max() > 0
+    reference = [result.series[0].pixels(i) for i in range(35)]
+    assert reference[0].shape == (64, 64) and min(r.max() for r in reference) > 0
     for series in result.series[1:]:
-        assert np.array_equal(series.pixels(0), reference), f"{series.slice_ref(0).path.name} differs"
+        for index in range(35):
+            assert np.array_equal(series.pixels(index), reference[index]), f"{series.slice_ref(0).path.name} differs"
     syntaxes = {pydicom.dcmread(s.slice_ref(0).path, stop_before_pixels=True).file_meta.TransferSyntaxUID for s in result.series}
     assert len(syntaxes) == 7  # explicit/implicit LE, BE, RLE, JPEG lossless, JPEG-LS, JPEG 2000
+
+
+def test_a_siemens_mosaic_is_split_into_its_slices_with_positions_along_the_csa_normal():
+    """1.dcm: a 384 x 384 EPI mosaic of 35 slices (6 x 6 tiles of 64 x 64), 3.25 mm pixels, 3.6 mm apart."""
+    [series] = load_study([DICOM / "transfer-syntaxes" / "In" / "1.dcm"]).series
+    assert (series.n_slices, series.rows, series.columns) == (35, 64, 64)
+    mosaic = pydicom.dcmread(DICOM / "transfer-syntaxes" / "In" / "1.dcm").pixel_array
+    assert np.array_equal(series.pixels(0), mosaic[:64, :64]) and np.array_equal(series.pixels(7), mosaic[64:128, 64:128])
+    assert np.array_equal(series.pixels(34), mosaic[320:384, 256:320]), "tile 35: row 6, column 5"
+    positions = np.array([series.slice_ref(i).position for i in range(35)])
+    # the corner (-624, -661.83, -6.53) moves half the unused border, (384 - 64) / 2 = 160 pixels, along rows and columns
+    corner = np.array([-624, -661.82658862211, -6.5255017698948])
+    row_cosines, column_cosines = np.array([1, -1e-16, 0]), np.array([1e-16, 0.99415096409965, -0.1079993545339])
+    assert positions[0] == pytest.approx(corner + 160 * 3.25 * (row_cosines + column_cosines), abs=1e-6)
+    steps = np.diff(positions, axis=0)
+    assert np.allclose(steps, 3.6 * np.array([0.0, 0.10799944, 0.99415095]), atol=1e-5), "SliceNormalVector from CSA"
+    assert np.allclose(np.diff([series.slice_location(i, 0) for i in range(35)]), 3.6, atol=1e-6)
 
 
 def test_display_metadata_is_read():
@@ -116,3 +134,35 @@ def test_display_metadata_is_read():
     rows = series.tags(0)
     keywords = {row.keyword for row in rows}
     assert {"PatientName", "SeriesDescription", "ImagePositionPatient", "TransferSyntaxUID"} <= keywords
+
+
+def test_a_series_with_missing_slices_marks_the_gap(tmp_path):
+    files = sorted((DICOM / "sagittal-mprage").glob("*.dcm"))
+    for path in files[:100] + files[103:]:  # slices 101-103 lost in transfer
+        (tmp_path / path.name).symlink_to(path)
+    [series] = load_study([tmp_path]).series
+    assert series.n_slices == 189
+    [gap] = series.gaps()
+    assert (gap.after, gap.missing_slices) == (99, 3) and gap.missing_mm == pytest.approx(3 * 0.9, abs=0.01)  # 0.9 mm slices
+    assert series.gap_text(100) == "Gap of 2.7 mm (about 3 slices missing) before this slice"
+    assert series.gap_text(99).endswith("after this slice") and series.gap_text(50) is None
+    assert load_study([DICOM / "sagittal-mprage"]).series[0].gaps() == [], "the complete series has none"
+
+
+def test_mixed_image_sizes_in_one_series_are_split_and_named_by_size(tmp_path):
+    files = sorted((DICOM / "sagittal-mprage").glob("*.dcm"))[90:96]
+    for path in files[:3]:
+        (tmp_path / path.name).symlink_to(path)
+    for path in files[3:]:  # the same series, stored at half the matrix
+        ds = pydicom.dcmread(path)
+        half = ds.pixel_array[::2, ::2].copy()
+        ds.Rows, ds.Columns = half.shape
+        ds.PixelData = half.tobytes()
+        ds.PixelSpacing = [float(v) * 2 for v in ds.PixelSpacing]
+        ds.save_as(tmp_path / path.name)
+    result = load_study([tmp_path])
+    assert sorted((s.n_slices, s.rows, s.columns) for s in result.series) == [(3, 128, 128), (3, 256, 256)]
+    assert len({s.key for s in result.series}) == 2
+    descriptions = sorted(s.description for s in result.series)
+    assert descriptions[0].endswith("(128×128)") and descriptions[1].endswith("(256×256)")
+    assert all(s.pixels(1).shape == (s.rows, s.columns) for s in result.series)

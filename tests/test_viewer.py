@@ -54,7 +54,7 @@ def _wait_classified(qtbot, win, series):
     (DICOM / "enhanced-multiframe", 1, 96),
     (DICOM / "ge-epi-4d", 1, 15),
     (DICOM / "patient-positions", 2, 35),
-    (DICOM / "transfer-syntaxes", 9, 1),
+    (DICOM / "transfer-syntaxes", 9, 35),  # Siemens mosaics: 35 slices each
 ])
 def test_each_fixture_folder_opens_and_shows_its_first_series(qtbot, window, folder, n_series, slices):
     result = _open(qtbot, window, folder)
@@ -245,6 +245,19 @@ def test_files_read_with_a_note_are_listed_beside_the_skipped_ones(qtbot, window
         ("cut.dcm", "truncated"), ("badVR.dcm", "read, with a note")]
     assert "Invalid value for VR IS: '1A'" in rows[1].toolTip(1)
     assert window.browser.skipped_label.text() == "1 file(s) skipped, 1 read with a note"
+
+
+def test_a_gap_in_a_series_is_marked_in_the_browser_and_on_the_slices_beside_it(qtbot, window, tmp_path):
+    files = sorted((DICOM / "sagittal-mprage").glob("*.dcm"))
+    for path in files[:100] + files[103:]:
+        (tmp_path / path.name).symlink_to(path)
+    result = _open(qtbot, window, tmp_path)
+    assert "189 slices · 1 gap" in window.browser.tree.topLevelItem(0).child(0).child(0).text(0)
+    window.set_slice(100)
+    assert "⚠ Gap before this slice:\n2.7 mm, ~3 missing" in window.view._corners["bottom_left"].toPlainText()
+    window.set_slice(98)
+    assert "Gap" not in window.view._corners["bottom_left"].toPlainText()
+    assert result.series[0].n_slices == 189
 
 
 def test_a_folder_of_garbage_shows_a_message_and_the_app_stays_usable(qtbot, window, tmp_path, monkeypatch):

@@ -15,6 +15,7 @@ from pydicom.pixels import get_decoder
 from convnest_viewer.io.limits import dicom_size_problem
 from convnest_viewer.io.model import PatientInfo, SliceRef, Skipped, StudyInfo, Window
 from convnest_viewer.io.orientation import slice_normal
+from convnest_viewer.io.siemens import mosaic_layout, tile_positions
 
 _PIXEL_DATA_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # PixelData, FloatPixelData, Double...
 _UNDEFINED_LENGTH = 0xFFFFFFFF
@@ -137,10 +138,29 @@ def _record_from_dataset(path: Path, ds: Dataset) -> DicomRecord | Skipped:
         record.slices = _enhanced_frames(path, ds, shared, n_frames, slope, intercept)
     else:
         record.slices = _classic_frames(path, ds, n_frames, orientation, slope, intercept)
+    layout = mosaic_layout(ds, rows, columns) if "PerFrameFunctionalGroupsSequence" not in ds else None
+    if layout is not None:
+        _split_mosaic(record, ds, layout)
     syntax = _transfer_syntax(ds)
     if syntax is not None and syntax.is_encapsulated:
         record.slices = [replace(ref, compressed=True) for ref in record.slices]
     return record
+
+
+def _split_mosaic(record: DicomRecord, ds: Dataset, layout) -> None:
+    """Replace each mosaic frame by its tiles, each a slice with its own position; the record takes the tile size."""
+    step = _float(ds.get("SpacingBetweenSlices")) or record.slice_thickness
+    positions = tile_positions(record.slices[0].position if record.slices else None, record.orientation,
+                               record.pixel_spacing, record.rows, record.columns, layout, step)
+    tiles = []
+    for ref in record.slices:
+        for index in range(layout.count):
+            row, column = divmod(index, layout.grid)
+            box = (row * layout.tile_rows, column * layout.tile_columns, layout.tile_rows, layout.tile_columns)
+            uid = f"{ref.sop_instance_uid}#tile{index}" if ref.sop_instance_uid else None
+            tiles.append(replace(ref, tile=box, position=positions[index], sop_instance_uid=uid))
+    record.slices = tiles
+    record.rows, record.columns = layout.tile_rows, layout.tile_columns
 
 
 def _non_image_reason(path: Path, ds: Dataset, modality: str) -> str | None:

@@ -135,7 +135,7 @@ def build_dicom_series(records: Sequence[tuple[int, DicomRecord]]) -> tuple[list
         if uid_counts[key[0]] > 1:
             series_key += f"#{first.series_number}" if planes_per_series[key[:2]] == 1 else f"#{first.series_number}.{plane_counter[key[:2]]}"
         if planes_per_series[key[:2]] > 1:
-            description = f"{description} (plane {plane_counter[key[:2]]})".strip()
+            description = f"{description} ({_split_label(key, groups, plane_counter[key[:2]])})".strip()
         series = Series(
             key=series_key,
             uid=first.series_uid,
@@ -160,6 +160,13 @@ def build_dicom_series(records: Sequence[tuple[int, DicomRecord]]) -> tuple[list
         result.append((origin, series))
     result.sort(key=lambda pair: (pair[0], pair[1].study.uid, pair[1].number if pair[1].number is not None else 1 << 30, pair[1].key))
     return result, duplicates
+
+
+def _split_label(key: tuple, groups: dict, ordinal: int) -> str:
+    """Name what sets one part of a split series apart: its plane (numbered in load order), else its image size."""
+    if len({other[2] for other in groups if other[:2] == key[:2]}) > 1:
+        return f"plane {ordinal}"
+    return f"{key[3]}×{key[4]}"
 
 
 def _group_key(record: DicomRecord) -> tuple:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Sequence
 
 import numpy as np
 
@@ -60,6 +60,7 @@ class SliceRef:
     sop_instance_uid: str | None = None
     volume_index: int | None = None  # 4-D NIfTI: index along t
     compressed: bool = False  # DICOM with encapsulated (compressed) pixel data: decoded in a worker process
+    tile: tuple[int, int, int, int] | None = None  # Siemens mosaic: (first row, first column, rows, columns) to cut
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,7 @@ class Series:
     photometric: str = "MONOCHROME2"
     invert_pivot: float | None = None  # MONOCHROME1: displayed value = pivot - value
     pixel_range: tuple[float, float] | None = None  # rescaled range of stored values
+    _gaps: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # volume -> its gaps
 
     @property
     def n_volumes(self) -> int:
@@ -173,6 +175,27 @@ class Series:
             return None
         return float(np.dot(np.asarray(ref.position), normal))
 
+    def gaps(self, volume: int = 0) -> list[Gap]:
+        """Return where slices are missing in a volume (from the spacing of slice positions); [] if unknown."""
+        if volume not in self._gaps:
+            locations = [self.slice_location(index, volume) for index in range(self.n_slices)]
+            self._gaps[volume] = [] if any(v is None for v in locations) else find_gaps(locations)
+        return self._gaps[volume]
+
+    def gap_beside(self, index: int, volume: int = 0) -> tuple[str, Gap] | None:
+        """Return ("before" | "after", gap) when slices are missing right next to slice `index`, else None."""
+        for gap in self.gaps(volume):
+            if gap.after == index - 1:
+                return "before", gap
+            if gap.after == index:
+                return "after", gap
+        return None
+
+    def gap_text(self, index: int, volume: int = 0) -> str | None:
+        """Return a sentence when slices are missing right next to slice `index`, else None."""
+        beside = self.gap_beside(index, volume)
+        return f"{beside[1].text().capitalize()} {beside[0]} this slice" if beside else None
+
     def normal(self) -> np.ndarray | None:
         """Return the unit slice normal (row cosines x column cosines), if known."""
         return slice_normal(self.orientation)
@@ -202,6 +225,35 @@ class Series:
             for ref in volume:
                 seen.setdefault(ref.path, None)
         return list(seen)
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Slices missing from a series between slice `after` and the next (0-based), found from their spacing."""
+
+    after: int
+    missing_mm: float
+    missing_slices: int
+
+    def text(self) -> str:
+        """Return a short description, e.g. "gap of 7.2 mm (about 2 slices missing)"."""
+        return f"gap of {self.missing_mm:.1f} mm (about {self.missing_slices} slice{'s' if self.missing_slices != 1 else ''} missing)"
+
+
+def find_gaps(locations: Sequence[float], tolerance: float = 1.5) -> list[Gap]:
+    """Return the gaps in ordered slice locations: steps over `tolerance` times the typical (median) step."""
+    if len(locations) < 3:
+        return []
+    steps = np.abs(np.diff(np.asarray(locations, float)))
+    typical = float(np.median(steps))
+    if typical <= 1e-6:
+        return []
+    gaps = []
+    for index, step in enumerate(steps):
+        if step > tolerance * typical:
+            missing = max(int(round(step / typical)) - 1, 1)
+            gaps.append(Gap(index, float(step - typical), missing))
+    return gaps
 
 
 @dataclass

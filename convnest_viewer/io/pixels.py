@@ -71,13 +71,18 @@ PIXEL_CACHE = PixelCache()
 
 def slice_pixels(series: "Series", ref: SliceRef) -> np.ndarray:
     """Return one slice as float32 values in the series' units, brighter meaning higher."""
-    key = (series.kind, str(ref.path), ref.frame, ref.volume_index)
+    key = (series.kind, str(ref.path), ref.frame, ref.volume_index, ref.tile)
     return PIXEL_CACHE.get_or_load(key, lambda: _load_slice(series, ref))
 
 
 def _load_slice(series: "Series", ref: SliceRef) -> np.ndarray:
     try:
-        if series.kind == "dicom":
+        if series.kind == "dicom" and ref.tile is not None:
+            mosaic = read_once(ref.path, ("mosaic", ref.frame),
+                               lambda: read_dicom_frame(ref.path, ref.frame, ref.compressed))
+            row, column, rows, columns = ref.tile
+            stored = mosaic[row:row + rows, column:column + columns]
+        elif series.kind == "dicom":
             stored = read_dicom_frame(ref.path, ref.frame, ref.compressed)
         elif series.kind == "nifti":
             stored = read_nifti_slice(ref.path, ref.frame or 0, ref.volume_index)
@@ -124,21 +129,27 @@ def read_dicom_frame(path: Path, frame: int | None, compressed: bool = False) ->
         raise PixelReadError(f"{path}: cannot decode pixel data: {exc}") from exc
 
 
-_FAILED_VOLUMES: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> why the volume could not be read
+_FAILED_READS: dict[tuple, str] = {}  # (path, size, mtime, part) -> why that part of the file could not be read
+
+
+def read_once(path: Path, part: Hashable, load: Callable[[], np.ndarray]) -> np.ndarray:
+    """Return a whole-file array (a NIfTI volume, a mosaic) many slices share: read once, cached, and a failure
+    remembered, so a damaged file fails once instead of once per slice."""
+    stat = path.stat()
+    failure_key = (str(path), stat.st_size, stat.st_mtime_ns, part)
+    if failure_key in _FAILED_READS:
+        raise PixelReadError(_FAILED_READS[failure_key])
+    try:
+        return PIXEL_CACHE.get_or_load((part, str(path)), load)
+    except Exception as exc:
+        reason = str(exc) if isinstance(exc, PixelReadError) else f"{path}: cannot read pixels: {_last_line(exc)}"
+        _FAILED_READS[failure_key] = reason
+        raise PixelReadError(reason) from exc
 
 
 def read_nifti_slice(path: Path, z: int, t: int | None) -> np.ndarray:
     """Return slice z (of volume t) of a NIfTI file, reading the file once per cache lifetime."""
-    stat = path.stat()
-    file_key = (str(path), stat.st_size, stat.st_mtime_ns)
-    if file_key in _FAILED_VOLUMES:  # a damaged volume fails once, not once per slice
-        raise PixelReadError(_FAILED_VOLUMES[file_key])
-    try:
-        volume = PIXEL_CACHE.get_or_load(("nifti-volume", str(path)), lambda: read_nifti_volume(path))
-    except Exception as exc:
-        reason = str(exc) if isinstance(exc, PixelReadError) else f"{path}: cannot read the NIfTI volume: {_last_line(exc)}"
-        _FAILED_VOLUMES[file_key] = reason
-        raise PixelReadError(reason) from exc
+    volume = read_once(path, "nifti-volume", lambda: read_nifti_volume(path))
     if volume.ndim == 2:
         return volume
     if volume.ndim == 4:

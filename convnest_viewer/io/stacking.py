@@ -62,4 +62,5 @@ def _acquisition_order(ref: SliceRef) -> tuple:
         ref.instance_number if ref.instance_number is not None else 1 << 30,
         ref.frame if ref.frame is not None else -1,
         str(ref.path),
+        ref.tile or (),
     )

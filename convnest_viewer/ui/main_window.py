@@ -601,6 +601,10 @@ class MainWindow(QMainWindow):
         bottom_left = [f"Slice {self.index + 1}/{series.n_slices}" + (f"  Vol {self.volume + 1}/{series.n_volumes}" if series.n_volumes > 1 else "")]
         if location is not None:
             bottom_left.append(f"Pos {location:.1f} mm")
+        beside = series.gap_beside(self.index, self.volume)
+        if beside:
+            where, gap = beside
+            bottom_left += [f"⚠ Gap {where} this slice:", f"{gap.missing_mm:.1f} mm, ~{gap.missing_slices} missing"]
         if series.slice_thickness:
             bottom_left.append(f"Thk {series.slice_thickness:.2g} mm")
         if series.pixel_spacing:

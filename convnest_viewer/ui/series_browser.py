@@ -16,6 +16,9 @@ def series_label(series: Series) -> str:
     """Return the tree text of a series: number, description, slice count."""
     number = f"{series.number}: " if series.number is not None else ""
     count = f"{series.n_slices} slices" + (f" × {series.n_volumes} volumes" if series.n_volumes > 1 else "")
+    gaps = series.gaps()
+    if gaps:
+        count += f" · {len(gaps)} gap{'s' if len(gaps) > 1 else ''}"
     return f"{number}{series.description or '(no description)'}\n{series.modality or '?'} · {count} · {series.rows}×{series.columns}"
 
 
