@@ -325,6 +325,30 @@ def per_frame_mismatch(rng: random.Random, data: bytes, seed: Path) -> bytes:
     return _write(ds)
 
 
+def mosaic_damage(rng: random.Random, data: bytes, seed: Path) -> bytes:
+    """Give a Siemens mosaic an absurd image count, or damage or truncate its CSA header."""
+    ds = _dataset(seed)
+    if 0x0019100A not in ds or 0x00291010 not in ds:
+        return absurd_frames(rng, data, seed)
+    choice = rng.randrange(3)
+    if choice == 0:
+        ds[0x0019100A].value = rng.choice([0, 1, 2, 36, 37, 1000, 65535])
+    else:
+        csa = bytearray(ds[0x00291010].value)
+        if choice == 1:
+            for _ in range(rng.randint(1, 64)):
+                csa[rng.randrange(len(csa))] ^= rng.randint(1, 255)
+        else:
+            del csa[rng.randrange(len(csa)):]
+        ds[0x00291010].value = bytes(csa) + b"\0" * (len(csa) % 2)
+    return _write(ds)
+
+
+def mosaic_seeds() -> list[Path]:
+    """Return the Siemens EPI mosaics (every transfer syntax) in ../shared."""
+    return sorted((DICOM / "transfer-syntaxes" / "In").glob("*.dcm"))
+
+
 DICOM_OPERATIONS = BYTE_OPERATIONS + [
     absurd_size, absurd_bits, absurd_frames, bad_photometric, bad_pixel_data, wrong_transfer_syntax,
     wrong_element_length, nested_sequences, huge_element, absurd_numbers, per_frame_mismatch,
@@ -435,6 +459,7 @@ def generate(count: int, scratch: Path, seed: int = 0) -> Iterator[Mutant]:
     pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
     pydicom.config.settings.writing_validation_mode = pydicom.config.IGNORE
     plans = ([("dicom", op, dicom_seeds(), ".dcm") for op in DICOM_OPERATIONS]
+             + [("dicom", mosaic_damage, mosaic_seeds(), ".dcm")]
              + [("nifti", op, nifti_seeds(scratch), None) for op in NIFTI_OPERATIONS]
              + [("image", op, raster_seeds(), None) for op in IMAGE_OPERATIONS])
     rng = random.Random(seed)

@@ -59,7 +59,10 @@ def tile_positions(corner, orientation, pixel_spacing, rows: int, columns: int, 
     first = (np.asarray(corner) + column_cosines * pixel_spacing[0] * shift_rows
              + row_cosines * pixel_spacing[1] * shift_columns)
     normal = np.asarray(layout.normal) if layout.normal is not None else np.cross(row_cosines, column_cosines)
-    return [tuple(float(v) for v in first + k * step * normal) for k in range(layout.count)]
+    positions = [first + k * step * normal for k in range(layout.count)]
+    if not all(np.all(np.isfinite(position)) for position in positions):
+        return [None] * layout.count
+    return [tuple(float(v) for v in position) for position in positions]
 
 
 def tile(image: np.ndarray, index: int, layout: MosaicLayout) -> np.ndarray:

@@ -18,7 +18,10 @@ def stack_volumes(slices: Sequence[SliceRef], orientation: Sequence[float] | Non
     normal = slice_normal(orientation)
     if normal is None or any(ref.position is None for ref in slices):
         return [sorted(slices, key=_acquisition_order)]
-    distance = {id(ref): round(float(np.dot(ref.position, normal)) / _POSITION_TOLERANCE_MM) for ref in slices}
+    along = {id(ref): float(np.dot(ref.position, normal)) for ref in slices}
+    if not all(np.isfinite(value) and abs(value) < 1e9 for value in along.values()):
+        return [sorted(slices, key=_acquisition_order)]  # absurd positions: order as acquired
+    distance = {key: round(value / _POSITION_TOLERANCE_MM) for key, value in along.items()}
     n_positions = len(set(distance.values()))
     if n_positions == len(slices):
         return [sorted(slices, key=lambda ref: (distance[id(ref)], _acquisition_order(ref)))]
