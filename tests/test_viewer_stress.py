@@ -7,38 +7,13 @@ import copy
 import cv2
 import numpy as np
 import pydicom
-import pytest
 from PySide6.QtCore import Qt
 
 from convnest_viewer.io import PIXEL_CACHE
-from convnest_viewer.ui.main_window import MainWindow
 from tests.paths import DICOM, pydicom_file
-from tests.tiny_model import write_tiny_model
+from tests.test_viewer import TIMEOUT_MS, _open, model_dir, window  # noqa: F401 - the viewer tests' fixtures
 
-TIMEOUT_MS = 240_000
 MPRAGE = sorted((DICOM / "sagittal-mprage").glob("*.dcm"))
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return write_tiny_model(tmp_path_factory.mktemp("stress-model") / "tiny")
-
-
-@pytest.fixture
-def window(qtbot, model_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("CONVNEST_SETTINGS_FILE", str(tmp_path / "settings.ini"))
-    win = MainWindow(model_dir=model_dir, device="cpu")
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitUntil(lambda: bool(win.model_id), timeout=TIMEOUT_MS)
-    yield win
-    win.close()
-
-
-def _open(qtbot, win, *paths):
-    with qtbot.waitSignal(win.studyLoaded, timeout=TIMEOUT_MS) as blocker:
-        win.open_paths([str(p) for p in paths])
-    return blocker.args[0]
 
 
 def _classified(win, series) -> int:
