@@ -38,10 +38,11 @@ def _device_name(text: str) -> str:
 
 def run_classify(args: argparse.Namespace) -> int:
     """Run classify; return an exit status from `exit_codes` (bad options, missing paths, model refused ...)."""
-    from convnest_viewer.cli import report_missing_paths
+    from convnest_viewer.cli import quiet_warnings, report_missing_paths
     from convnest_viewer.inference.card import ModelCardError
     from convnest_viewer.io import load_study
 
+    quiet_warnings()
     if args.explain and not args.out:
         print("convnest classify: --explain needs --out DIR for the overlay images", file=sys.stderr)
         return exit_codes.USAGE

@@ -48,8 +48,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_warnings() -> None:
+    """Keep Python warnings off stderr: the loader reports odd files as notes, and a decoder's complaint about one
+    slice is not the user's business."""
+    import logging
+
+    from convnest_viewer.logs import route_warnings
+
+    route_warnings(logging.NullHandler())
+
+
 def _run_info(args: argparse.Namespace) -> int:
     from convnest_viewer.io import load_study
+
+    quiet_warnings()
 
     missing = report_missing_paths("info", args.paths)
     if missing:

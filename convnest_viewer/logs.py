@@ -54,8 +54,19 @@ def configure_logging(level: int = logging.INFO) -> Path:
     logger.addHandler(handler)
     logger.setLevel(level)
     _state["handler"] = handler
+    route_warnings(handler)
     logger.info("convnest-viewer %s on Python %s, %s", __version__, platform.python_version(), platform.platform())
     return path
+
+
+def route_warnings(handler: logging.Handler) -> None:
+    """Send Python warnings (a decoder's complaint about one slice, say) to `handler` instead of stderr."""
+    logging.captureWarnings(True)
+    warnings_logger = logging.getLogger("py.warnings")
+    for old in list(warnings_logger.handlers):
+        warnings_logger.removeHandler(old)
+    warnings_logger.addHandler(handler)
+    warnings_logger.propagate = False
 
 
 def write_crash_report(exc_type, exc, tb, thread_name: str | None = None) -> Path:

@@ -456,8 +456,7 @@ def generate(count: int, scratch: Path, seed: int = 0) -> Iterator[Mutant]:
     """Yield `count` mutants deterministically; every prefix cycles through every (format, operation) pair."""
     import pydicom.config
 
-    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
-    pydicom.config.settings.writing_validation_mode = pydicom.config.IGNORE
+    settings = pydicom.config.settings
     plans = ([("dicom", op, dicom_seeds(), ".dcm") for op in DICOM_OPERATIONS]
              + [("dicom", mosaic_damage, mosaic_seeds(), ".dcm")]
              + [("nifti", op, nifti_seeds(scratch), None) for op in NIFTI_OPERATIONS]
@@ -470,10 +469,14 @@ def generate(count: int, scratch: Path, seed: int = 0) -> Iterator[Mutant]:
         data = contents.setdefault(source, source.read_bytes())
         mutation_rng = random.Random(rng.getrandbits(64))
         name = operation.__name__
-        try:
+        modes = settings.reading_validation_mode, settings.writing_validation_mode
+        settings.reading_validation_mode = settings.writing_validation_mode = pydicom.config.IGNORE
+        try:  # pydicom must write invalid values here; the app's own reads keep their validation
             data = operation(mutation_rng, data, source)
         except Exception:  # noqa: BLE001 - pydicom cannot write this variant; damage the bytes instead
             data, name = flip_bytes(mutation_rng, data, source), "flip_bytes"
+        finally:
+            settings.reading_validation_mode, settings.writing_validation_mode = modes
         ending = suffix or ("".join(source.suffixes[-2:]) if source.name.endswith(".nii.gz") else source.suffix)
         yield Mutant(f"mutant-{index:05d}-{name}{ending}", fmt, name, source, data)
 

@@ -62,8 +62,12 @@ def test_the_log_and_a_crash_report_hold_no_identifiers(named_study, tmp_path, m
             raise ValueError(f"cannot classify {named_study} for {NAME} ({PATIENT_ID}, born {BIRTH_DATE})")
         except ValueError as exc:
             report = logs.write_crash_report(type(exc), exc, exc.__traceback__)
+        assert logs._state["handler"] in logging.getLogger("py.warnings").handlers, "warnings go to the log"
     finally:
-        logging.getLogger("convnest_viewer").removeHandler(logs._state.pop("handler"))
+        handler = logs._state.pop("handler")
+        logging.getLogger("convnest_viewer").removeHandler(handler)
+        logging.getLogger("py.warnings").removeHandler(handler)
+        logging.captureWarnings(False)
     log_text = log_path.read_text(encoding="utf-8")
     report_text = report.read_text(encoding="utf-8")
     assert "loaded 1 series from 4 files; 1 skipped" in log_text
