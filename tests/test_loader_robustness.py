@@ -129,3 +129,27 @@ def test_a_mutation_subset_has_no_crash_hang_huge_allocation_or_lost_file():
     assert outcomes["skipped"] > count // 5 and outcomes["read"] > 0, outcomes
     assert max(r["seconds"] for r in records) < mutations.TIME_BOUND_SECONDS
     assert sum(bool(r.get("stray_warnings")) for r in records) == 0
+
+
+def test_native_library_complaints_become_notes_and_reasons_not_terminal_output(tmp_path, capfd):
+    from tests.paths import BRAIN_TUMOR_MRI
+
+    jpeg = sorted((BRAIN_TUMOR_MRI / "Testing" / "glioma").glob("*.jpg"))[0].read_bytes()
+    half = len(jpeg) // 2
+    (tmp_path / "zeroed.jpg").write_bytes(jpeg[:half] + bytes(300) + jpeg[half + 300:])  # decodes, damaged below
+    png = (mutations.REPO / "resources" / "icons" / "convnest.png").read_bytes()
+    damaged = bytearray(png)
+    damaged[len(png) // 2] ^= 0xFF
+    (tmp_path / "damaged.png").write_bytes(bytes(damaged))
+    zipped = gzip.decompress((NIFTI / "healthy-volunteer" / "chris_PD.nii.gz").read_bytes())
+    odd = bytearray(zipped)
+    odd[280:328] = struct.pack("<12f", 10, 0, 0, 0, 0, 10, 0, 0, 0, 0, 10, 0)  # 10 mm voxels; pixdim says 0.86-2.4
+    (tmp_path / "odd-sform.nii").write_bytes(bytes(odd))
+
+    result = load_study([tmp_path])
+
+    assert capfd.readouterr().err == ""
+    notes = {note.path.name: note.text for note in result.notes}
+    assert notes["zeroed.jpg"] == "Corrupt JPEG data: premature end of data segment"
+    assert "libpng error" in _reason(result, "damaged.png")
+    assert notes["odd-sform.nii"].endswith("odd-sform.nii has unexpected scales in sform")

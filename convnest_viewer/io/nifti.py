@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from convnest_viewer.io.limits import volume_size_problem
+from convnest_viewer.io.native_output import captured_stderr
 from convnest_viewer.io.model import Series, SliceRef, Skipped, StudyInfo
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -24,9 +26,12 @@ def read_nifti_series(path: Path) -> Series | Skipped:
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
-        reader.ReadImageInformation()
+        with captured_stderr() as messages:
+            reader.ReadImageInformation()
     except RuntimeError as exc:
         return Skipped(path, f"unreadable NIfTI: {_first_line(exc)}")
+    for message in messages:
+        warnings.warn(message)  # the loader turns it into a note on this file
     size = reader.GetSize()  # x, y, z[, t]
     if len(size) < 2 or reader.GetNumberOfComponents() not in (1, 3, 4):
         return Skipped(path, f"unsupported NIfTI layout: size {size}, {reader.GetNumberOfComponents()} components")

@@ -161,9 +161,12 @@ def read_nifti_volume(path: Path) -> np.ndarray:
     """Return a NIfTI file's voxels as a numpy array ((t,) z, y, x), as SimpleITK reads them."""
     import SimpleITK as sitk
 
+    from convnest_viewer.io.native_output import captured_stderr
+
     if path.name.lower().endswith(".gz"):
         _check_gzip_stream(path)  # ITK fills a truncated stream with zeros and carries on
-    return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    with captured_stderr():  # its complaints were noted when the header was read
+        return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
 
 
 def _check_gzip_stream(path: Path) -> None:
@@ -188,10 +191,13 @@ def read_raster(path: Path) -> np.ndarray:
     """Decode a PNG/JPEG/BMP/TIFF file to a 2-D or colour array."""
     import cv2
 
+    from convnest_viewer.io.native_output import captured_stderr
+
     data = np.fromfile(str(path), dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    with captured_stderr() as messages:
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if image is None:
-        raise PixelReadError(f"{path}: not a decodable image")
+        raise PixelReadError(f"{path}: not a decodable image" + (f": {messages[-1]}" if messages else ""))
     if image.ndim == 3:
         code = cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY
         image = cv2.cvtColor(image, code)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from convnest_viewer.io.limits import image_size_problem
+from convnest_viewer.io.native_output import captured_stderr
 from convnest_viewer.io.model import Series, SliceRef, Skipped, StudyInfo, Window
 
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -29,9 +31,13 @@ def read_raster_series(path: Path) -> Series | Skipped:
     problem = image_size_problem(*declared) if declared else None
     if problem:
         return Skipped(path, f"refused before decoding: {problem}")
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    with captured_stderr() as messages:
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if image is None:
-        return Skipped(path, "not a decodable image (corrupt or truncated)")
+        detail = f": {messages[-1]}" if messages else ""
+        return Skipped(path, f"not a decodable image (corrupt or truncated){detail}")
+    for message in messages:
+        warnings.warn(message)  # decoded despite damage (a truncated JPEG shows grey): a note on this file
     rows, columns = image.shape[:2]
     window = EIGHT_BIT_WINDOW if image.dtype == np.uint8 else None
     return Series(

@@ -1,0 +1,52 @@
+"""Catch what native libraries (libpng, libjpeg, niftilib, ITK) print on stderr while they read one file.
+
+They write to file descriptor 2 directly, past Python's warnings. While one of our readers calls them, fd 2 points
+at a temporary file; the text becomes notes on that file (or part of its skip reason) instead of terminal noise.
+Readers take a lock, so their captures never interleave; another thread writing to stderr in that moment is
+captured too (and then reported with the file).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+import threading
+from contextlib import contextmanager
+from typing import Iterator
+
+_LOCK = threading.Lock()
+_MAX_LINES = 3
+
+
+@contextmanager
+def captured_stderr() -> Iterator[list[str]]:
+    """Run the block with fd 2 redirected; afterwards the list holds up to 3 distinct, cleaned-up message lines."""
+    messages: list[str] = []
+    with _LOCK, tempfile.TemporaryFile() as sink:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield messages
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            messages.extend(_messages(sink.read(65536).decode("utf-8", "replace")))
+
+
+def _messages(text: str) -> list[str]:
+    """Return the meaningful lines: without ITK's "WARNING: In <source file>" headers, matrices and repeats."""
+    found: list[str] = []
+    for line in text.splitlines():
+        line = re.sub(r"^\[ WARN:\S+\] global \S+ \S+ ", "", line.strip())  # OpenCV's log prefix
+        line = re.sub(r"\(0x[0-9a-f]+\)", "", line)  # object addresses
+        if not line or line.startswith(("WARNING: In ", "ERROR: In ", "M = [", "/tmp/", "]")) or re.match(r"^[-\d.\seinaf\[\]]+$", line):
+            continue
+        if line not in found:
+            found.append(line)
+        if len(found) == _MAX_LINES:
+            break
+    return found
