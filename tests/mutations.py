@@ -6,8 +6,9 @@ each mutant's time and watches the worker, so a native crash, a hang or a huge a
 suffered. Run the full suite (default 2,400 mutants) with
 
     .venv/bin/python -m tests.mutations --count 2400 --json mutation-report.json
+    .venv/bin/python -m tests.mutations --engine hypothesis --count 1000   # hypothesis picks and shrinks
 
-A fast subset runs with the tests (`tests/test_mutations.py`).
+A fast subset of both runs with the tests (`tests/test_loader_robustness.py`).
 """
 
 from __future__ import annotations
@@ -452,33 +453,47 @@ IMAGE_OPERATIONS = BYTE_OPERATIONS + [huge_dimensions]
 # ---------------------------------------------------------------------------------------- generation
 
 
-def generate(count: int, scratch: Path, seed: int = 0) -> Iterator[Mutant]:
-    """Yield `count` mutants deterministically; every prefix cycles through every (format, operation) pair."""
+Plan = tuple  # (format, operation, seed files, file suffix or None)
+
+
+def plans(scratch: Path) -> list[Plan]:
+    """Return every (format, operation, seed files, suffix) the suite draws mutants from."""
+    return ([("dicom", op, dicom_seeds(), ".dcm") for op in DICOM_OPERATIONS]
+            + [("dicom", mosaic_damage, mosaic_seeds(), ".dcm")]
+            + [("nifti", op, nifti_seeds(scratch), None) for op in NIFTI_OPERATIONS]
+            + [("image", op, raster_seeds(), None) for op in IMAGE_OPERATIONS])
+
+
+def make_mutant(index: int, plan: Plan, source: Path, data: bytes, mutation_seed: int) -> Mutant:
+    """Apply one plan's operation to a seed file's bytes with its own random stream."""
     import pydicom.config
 
+    fmt, operation, _, suffix = plan
     settings = pydicom.config.settings
-    plans = ([("dicom", op, dicom_seeds(), ".dcm") for op in DICOM_OPERATIONS]
-             + [("dicom", mosaic_damage, mosaic_seeds(), ".dcm")]
-             + [("nifti", op, nifti_seeds(scratch), None) for op in NIFTI_OPERATIONS]
-             + [("image", op, raster_seeds(), None) for op in IMAGE_OPERATIONS])
+    mutation_rng = random.Random(mutation_seed)
+    name = operation.__name__
+    modes = settings.reading_validation_mode, settings.writing_validation_mode
+    settings.reading_validation_mode = settings.writing_validation_mode = pydicom.config.IGNORE
+    try:  # pydicom must write invalid values here; the app's own reads keep their validation
+        data = operation(mutation_rng, data, source)
+    except Exception:  # noqa: BLE001 - pydicom cannot write this variant; damage the bytes instead
+        data, name = flip_bytes(mutation_rng, data, source), "flip_bytes"
+    finally:
+        settings.reading_validation_mode, settings.writing_validation_mode = modes
+    ending = suffix or ("".join(source.suffixes[-2:]) if source.name.endswith(".nii.gz") else source.suffix)
+    return Mutant(f"mutant-{index:05d}-{name}{ending}", fmt, name, source, data)
+
+
+def generate(count: int, scratch: Path, seed: int = 0) -> Iterator[Mutant]:
+    """Yield `count` mutants deterministically; every prefix cycles through every (format, operation) pair."""
+    all_plans = plans(scratch)
     rng = random.Random(seed)
     contents: dict[Path, bytes] = {}
     for index in range(count):
-        fmt, operation, seeds, suffix = plans[index % len(plans)]
-        source = rng.choice(seeds)
+        plan = all_plans[index % len(all_plans)]
+        source = rng.choice(plan[2])
         data = contents.setdefault(source, source.read_bytes())
-        mutation_rng = random.Random(rng.getrandbits(64))
-        name = operation.__name__
-        modes = settings.reading_validation_mode, settings.writing_validation_mode
-        settings.reading_validation_mode = settings.writing_validation_mode = pydicom.config.IGNORE
-        try:  # pydicom must write invalid values here; the app's own reads keep their validation
-            data = operation(mutation_rng, data, source)
-        except Exception:  # noqa: BLE001 - pydicom cannot write this variant; damage the bytes instead
-            data, name = flip_bytes(mutation_rng, data, source), "flip_bytes"
-        finally:
-            settings.reading_validation_mode, settings.writing_validation_mode = modes
-        ending = suffix or ("".join(source.suffixes[-2:]) if source.name.endswith(".nii.gz") else source.suffix)
-        yield Mutant(f"mutant-{index:05d}-{name}{ending}", fmt, name, source, data)
+        yield make_mutant(index, plan, source, data, rng.getrandbits(64))
 
 
 # ---------------------------------------------------------------------------------------- checking
@@ -625,16 +640,54 @@ def run(count: int, seed: int = 0, progress: bool = False) -> list[dict]:
         folder = scratch / "study"
         try:
             for number, mutant in enumerate(generate(count, scratch, seed)):
-                if folder.exists():
-                    shutil.rmtree(folder)
-                folder.mkdir()
-                shutil.copy(good, folder / good.name)
-                (folder / mutant.name).write_bytes(mutant.data)
-                reply = checker.check(folder, mutant.name, good.name)
-                records.append({"mutant": mutant.name, "format": mutant.fmt, "operation": mutant.operation,
-                                 "seed": mutant.seed.name, "bytes": len(mutant.data), **reply})
+                records.append(check_mutant(checker, folder, good, mutant))
                 if progress and (number + 1) % 100 == 0:
                     print(f"{number + 1}/{count}", file=sys.stderr, flush=True)
+        finally:
+            checker.close()
+    return records
+
+
+def check_mutant(checker: Checker, folder: Path, good: Path, mutant: Mutant) -> dict:
+    """Put one mutant beside the good file in a fresh folder, check it, and return its record."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir()
+    shutil.copy(good, folder / good.name)
+    (folder / mutant.name).write_bytes(mutant.data)
+    reply = checker.check(folder, mutant.name, good.name)
+    return {"mutant": mutant.name, "format": mutant.fmt, "operation": mutant.operation, "seed": mutant.seed.name,
+            "bytes": len(mutant.data), **reply}
+
+
+def search(examples: int, derandomize: bool = True) -> list[dict]:
+    """Let hypothesis choose the operation, seed file and random stream of each mutant; a failure is shrunk to the
+    simplest (operation, file, seed) that still fails and raised as an AssertionError naming it."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    good = good_file()
+    records: list[dict] = []
+    checker = Checker()
+    with tempfile.TemporaryDirectory(prefix="convnest-mutations-") as scratch_name:
+        scratch = Path(scratch_name)
+        all_plans = plans(scratch)
+        contents: dict[Path, bytes] = {}
+
+        @settings(max_examples=examples, deadline=None, database=None, derandomize=derandomize,
+                  suppress_health_check=list(HealthCheck))
+        @given(plan=st.sampled_from(all_plans), data=st.data(), mutation_seed=st.integers(0, 2**64 - 1))
+        def one_mutant(plan, data, mutation_seed):
+            source = data.draw(st.sampled_from(plan[2]), label="seed file")
+            mutant = make_mutant(len(records), plan, source, contents.setdefault(source, source.read_bytes()),
+                                 mutation_seed)
+            record = check_mutant(checker, scratch / "study", good, mutant)
+            records.append(record)
+            assert record["outcome"] not in FAILURES, (
+                f"{record['mutant']} from {source.name}: {record['outcome']}: {record['reason'][-500:]}")
+
+        try:
+            one_mutant()
         finally:
             checker.close()
     return records
@@ -665,9 +718,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=2400)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write every mutant's record here")
+    parser.add_argument("--engine", choices=["sweep", "hypothesis"], default="sweep",
+                        help="sweep: every mutation in turn, seeded; hypothesis: hypothesis chooses the mutants and "
+                             "shrinks a failure to its simplest case")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    records = run(args.count, args.seed, progress=True)
+    if args.engine == "hypothesis":
+        try:
+            records = search(args.count, derandomize=False)
+        except AssertionError as failure:  # hypothesis has shrunk it: print the simplest failing mutant
+            print(f"hypothesis found a failure:\n{failure}")
+            return 1
+    else:
+        records = run(args.count, args.seed, progress=True)
     print(summary_table(records))
     failures = [r for r in records if r["outcome"] in FAILURES]
     stray = sum(1 for r in records if r.get("stray_warnings"))
