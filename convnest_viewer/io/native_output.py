@@ -24,17 +24,23 @@ _MAX_LINES = 3
 def captured_stderr() -> Iterator[list[str]]:
     """Run the block with fd 2 redirected; afterwards the list holds up to 3 distinct, cleaned-up message lines."""
     messages: list[str] = []
-    with _LOCK, tempfile.TemporaryFile() as sink:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        os.dup2(sink.fileno(), 2)
+    with _LOCK:  # one capture at a time: each restores exactly the descriptor it replaced
         try:
+            saved = os.dup(2)
+        except OSError:  # no stderr at all (a windowed app on Windows): nothing can reach a terminal anyway
             yield messages
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            messages.extend(_messages(sink.read(65536).decode("utf-8", "replace")))
+            return
+        with tempfile.TemporaryFile() as sink:
+            if sys.stderr is not None:
+                sys.stderr.flush()
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield messages
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+                sink.seek(0)
+                messages.extend(_messages(sink.read(65536).decode("utf-8", "replace")))
 
 
 def _messages(text: str) -> list[str]:
