@@ -97,6 +97,7 @@ class SliceOutcome:
     probabilities: np.ndarray | None = None
     error: str | None = None
     prepared: object = None  # the SliceInput (pixels, window, model input) when read
+    decision: object = None  # the gate's GateDecision: whether the model's answer counts for this slice
 
 
 def classify_series(classifier, series, batch_size: int = 16, on_batch=None) -> Iterator[SliceOutcome]:
@@ -111,9 +112,10 @@ def classify_series(classifier, series, batch_size: int = 16, on_batch=None) -> 
         for volume, index, reason in failed:
             yield SliceOutcome(volume, index, error=reason)
         if prepared:
-            probabilities = classifier.predict_inputs(np.stack([p.model_input for p in prepared]), batch_size)
-            for item, probs in zip(prepared, probabilities):
-                yield SliceOutcome(item.volume, item.index, probs, prepared=item)
+            probabilities, decisions = classifier.assess_inputs(
+                np.stack([p.model_input for p in prepared]), [p.blank for p in prepared], batch_size)
+            for item, probs, decision in zip(prepared, probabilities, decisions):
+                yield SliceOutcome(item.volume, item.index, probs, prepared=item, decision=decision)
         if on_batch is not None:
             on_batch(len(chunk))
 
@@ -124,12 +126,17 @@ def _classify_series(classifier, series, path, args, bar, ordinal: int) -> dict:
         if outcome.error is not None:
             entry.setdefault("errors", []).append({"index": outcome.index, "volume": outcome.volume, "reason": outcome.error})
             continue
+        decision = outcome.decision
         result = {
             "index": outcome.index,
             "volume": outcome.volume,
             "probabilities": {c: round(float(p), 6) for c, p in zip(classifier.class_ids, outcome.probabilities)},
-            "predicted": classifier.class_ids[int(np.argmax(outcome.probabilities))],
+            "predicted": classifier.class_ids[int(np.argmax(outcome.probabilities))] if decision.assessed else None,
         }
+        if not decision.assessed:
+            result["not_assessed"] = decision.reason
+        if decision.score is not None:
+            result["gate_score"] = round(decision.score, 3)
         if args.explain:
             result["overlay"] = str(_write_overlay(classifier, series, outcome.prepared, args, ordinal))
         entry["slices"].append(result)
@@ -163,7 +170,8 @@ def _table(report: dict, classifier) -> str:
         rows = []
         for item in series["slices"]:
             probs = item["probabilities"]
-            rows.append([str(item["index"] + 1), str(item["volume"] + 1), item["predicted"], *(f"{probs[c]:.3f}" for c in classifier.class_ids)])
+            predicted = item["predicted"] or f"(not assessed: {item['not_assessed']})"
+            rows.append([str(item["index"] + 1), str(item["volume"] + 1), predicted, *(f"{probs[c]:.3f}" for c in classifier.class_ids)])
         lines.append(format_table(["Slice", "Vol", "Predicted", *classifier.class_ids], rows))
         for error in series.get("errors", []):
             lines.append(f"  slice {error['index'] + 1}: {error['reason']}")

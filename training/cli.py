@@ -65,6 +65,15 @@ def add_training_parsers(commands) -> None:
     scans.add_argument("--device", default="auto")
     scans.set_defaults(handler=_run_scan_eval)
 
+    gate = commands.add_parser("gate-fit", help="fit and evaluate a model's gate (which slices it should not answer)")
+    gate.add_argument("data", type=Path, help="the packed .npz the model's run trained on")
+    gate.add_argument("--model", type=Path, required=True, help="model folder: the gate is written into it and its card")
+    gate.add_argument("--run-config", type=Path, required=True, help="the run's run_config.json (to rebuild its split)")
+    gate.add_argument("--shared", type=Path, default=Path("../shared"), help="the shared data (out-of-domain sets)")
+    gate.add_argument("--report", type=Path, help="folder for gate.md and gate.json")
+    gate.add_argument("--per-group", type=int, default=600, help="training slices per (source, class) to fit on")
+    gate.set_defaults(handler=_run_gate_fit)
+
     ablate = commands.add_parser("ablate", help="train and evaluate the recipe with one change off at a time")
     ablate.add_argument("data", type=Path, help="packed .npz (letterbox-v2)")
     ablate.add_argument("--data-v1", type=Path, help="the same sources packed with --preprocessing letterbox-v1 (head-crop row)")
@@ -207,6 +216,17 @@ def _run_scan_eval(args) -> int:
               **scan_results(classifier, tcga_cases, sorted(args.volumes), healthy)}
     write_report(report, args.out)
     print((args.out / "report.md").read_text())
+    return 0
+
+
+def _run_gate_fit(args) -> int:
+    from training.gate import gate_markdown, run_gate_fit
+
+    evaluation = run_gate_fit(args.model, args.data, args.run_config, args.shared, args.report, args.per_group)
+    from convnest_viewer.inference.card import load_card
+
+    card = load_card(args.model)
+    print(gate_markdown(card.name, evaluation, card.gate.threshold))
     return 0
 
 

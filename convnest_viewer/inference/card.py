@@ -49,6 +49,20 @@ class WeightFile:
 
 
 @dataclass
+class GateSpec:
+    """When the model should not answer: a blank-slice rule and an out-of-distribution score with its threshold."""
+
+    method: str = "stage-mahalanobis"  # Mahalanobis scores of early feature stages' channel statistics, summed
+    stages: tuple[int, ...] = (0, 1)  # which feature stages (timm forward_intermediates indices)
+    file: str = "gate.safetensors"  # per stage: group means and shared precision; the standardisation
+    sha256: str = ""
+    threshold: float = float("inf")  # slices scoring above it are not assessed
+    min_head_share: float = 0.03  # a slice whose head (foreground) covers less is blank or nearly empty
+    min_contrast: float = 8.0  # 8-bit standard deviation below which a slice is blank
+    evaluation: dict = field(default_factory=dict)  # how well it separates in-domain from out-of-domain slices
+
+
+@dataclass
 class ModelCard:
     """A model card as stored in model_card.json."""
 
@@ -64,6 +78,7 @@ class ModelCard:
     metrics: dict = field(default_factory=dict)
     intended_use: str = "Research use only. Not a medical device; not for diagnosis."
     limitations: str = ""  # what the measurements say the model cannot do
+    gate: GateSpec | None = None  # absent: every slice is assessed
     format: str = CARD_FORMAT
 
     @property
@@ -121,6 +136,7 @@ def load_card(folder: Path) -> ModelCard:
             metrics=raw.get("metrics", {}),
             intended_use=raw.get("intended_use", ""),
             limitations=raw.get("limitations", ""),
+            gate=_gate(raw["gate"]) if raw.get("gate") else None,
             format=raw.get("format", ""),
         )
     except (KeyError, TypeError, ValueError) as exc:
@@ -141,3 +157,9 @@ def _spec(raw: dict) -> PreprocessSpec:
     spec = PreprocessSpec(**{"version": "letterbox-v1", **raw})  # cards older than v2 may omit it
     spec.mean, spec.std = tuple(spec.mean), tuple(spec.std)
     return spec
+
+
+def _gate(raw: dict) -> GateSpec:
+    gate = GateSpec(**raw)
+    gate.stages = tuple(int(stage) for stage in gate.stages)
+    return gate

@@ -12,7 +12,8 @@ import torch
 
 from convnest_viewer.inference.card import ModelCard, ModelCardError, load_card
 from convnest_viewer.inference.factory import create_classifier
-from convnest_viewer.inference.preprocess import Letterbox, preprocess
+from convnest_viewer.inference.preprocess import Letterbox, preprocess, to_uint8
+from convnest_viewer.inference.gate import Gate, GateDecision, stage_statistics
 from convnest_viewer.inference.weights import load_state_dict
 from convnest_viewer.io.model import Series, Window
 from convnest_viewer.io.pixels import PixelReadError
@@ -113,6 +114,7 @@ class SliceInput:
     values: np.ndarray
     window: Window
     model_input: np.ndarray
+    blank: str | None = None  # the gate's image rule: why the slice is blank, if it is
 
 
 class Classifier:
@@ -142,6 +144,7 @@ class Classifier:
         if self.device.type != "cpu":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.spec = self.card.preprocessing
+        self.gate = Gate.from_model_folder(self.model_dir, self.card.gate) if self.card.gate and self.model_dir else None
 
     @property
     def class_ids(self) -> list[str]:
@@ -168,8 +171,27 @@ class Classifier:
             except PixelReadError as exc:
                 failed.append((volume, index, str(exc)))
                 continue
-            prepared.append(SliceInput(volume, index, values, window, self.prepare(values, window)[0]))
+            blank = self.gate.blank_reason(to_uint8(values, window)) if self.gate else None
+            prepared.append(SliceInput(volume, index, values, window, self.prepare(values, window)[0], blank))
         return prepared, failed
+
+    def assess_inputs(self, inputs: np.ndarray, blanks: Sequence[str | None] | None = None, batch_size: int = 16
+                      ) -> tuple[np.ndarray, list[GateDecision]]:
+        """Return calibrated probabilities (N, classes) and the gate's decision for each preprocessed input."""
+        blanks = list(blanks) if blanks is not None else [None] * len(inputs)
+        probabilities, scores = [], []
+        for start in range(0, len(inputs), batch_size):
+            batch = torch.from_numpy(np.ascontiguousarray(inputs[start:start + batch_size]))
+            if self.gate is None:
+                probabilities.append(self.probabilities_from_logits(self.logits(batch)))
+                continue
+            logits, statistics = self.logits_and_stage_statistics(batch, self.gate.spec.stages)
+            probabilities.append(self.probabilities_from_logits(logits))
+            scores.extend(float(v) for v in self.gate.scorer.scores(statistics))
+        probabilities = np.concatenate(probabilities) if probabilities else np.zeros((0, self.card.num_classes))
+        if self.gate is None:
+            return probabilities, [GateDecision(True) for _ in range(len(inputs))]
+        return probabilities, [self.gate.decide(blank, score) for blank, score in zip(blanks, scores)]
 
     def predict_inputs(self, inputs: np.ndarray, batch_size: int = 16) -> np.ndarray:
         """Return calibrated probabilities (N, classes) for preprocessed inputs (N, C, H, W)."""
@@ -195,6 +217,15 @@ class Classifier:
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 return self.model(batch).float()
         return self.model(batch).float()
+
+    @torch.inference_mode()
+    def logits_and_stage_statistics(self, batch: torch.Tensor, stages: Sequence[int]) -> tuple[torch.Tensor, list[np.ndarray]]:
+        """Return raw logits and the channel statistics of the given feature stages, in one forward pass."""
+        batch = batch.to(self.device, non_blocking=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            final, intermediates = self.model.forward_intermediates(batch, indices=list(stages))
+            logits = self.model.forward_head(final)
+        return logits.float(), stage_statistics(intermediates)
 
     def probabilities_from_logits(self, logits: torch.Tensor) -> np.ndarray:
         """Return temperature-scaled softmax probabilities as float64 numpy."""

@@ -54,7 +54,7 @@ def save_weights(state_dict: dict, folder: Path, dtype: str = "float16", shard_b
 
 def check_model_folder(folder: Path, card: ModelCard) -> None:
     """Refuse a model folder holding pickles, unlisted weights, or weights whose sha256 differs."""
-    listed = {w.file for w in card.weights}
+    listed = {w.file for w in card.weights} | ({card.gate.file} if card.gate else set())
     for path in sorted(folder.iterdir()):
         if path.suffix.lower() in PICKLE_SUFFIXES:
             raise ModelCardError(f"{path}: refusing a pickle-format file in the model folder; weights load from safetensors only")
@@ -69,6 +69,12 @@ def check_model_folder(folder: Path, card: ModelCard) -> None:
         actual = sha256_of(path)
         if actual != weight.sha256:
             raise ModelCardError(f"{path}: sha256 {actual} does not match the model card ({weight.sha256}); refusing tampered weights")
+    if card.gate is not None:
+        path = folder / card.gate.file
+        if Path(card.gate.file).name != card.gate.file or path.suffix != ".safetensors" or not path.is_file():
+            raise ModelCardError(f"{path}: the gate file named in the model card is missing or not a safetensors file")
+        if sha256_of(path) != card.gate.sha256:
+            raise ModelCardError(f"{path}: sha256 does not match the model card; refusing a tampered gate")
 
 
 def load_state_dict(folder: Path, card: ModelCard) -> dict:

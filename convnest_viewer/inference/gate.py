@@ -1,0 +1,166 @@
+"""Know when not to answer: a slice is assessed only if it is not blank and its features look like training data.
+
+Two checks, both stored with the model (the card's `gate` and a safetensors file of statistics):
+- an image rule on the 8-bit windowed slice: too little head (foreground) or too little contrast means blank;
+- an out-of-distribution score: for each early feature stage, the per-channel mean and standard deviation of its
+  activations, scored by the smallest Mahalanobis distance to the training slices of each (source, class) under
+  one shared covariance (Lee et al., 2018), standardised on validation slices and summed over stages. Early
+  stages see intensity and texture statistics, where EPI, masks, CT and damaged images differ from the training
+  MRI; the last stage's features separate them barely better than chance (measured: training/reports). Above
+  the card's threshold, chosen on validation slices, the slice is "not assessed".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from convnest_viewer.inference.card import GateSpec, ModelCardError
+from convnest_viewer.inference.foreground import head_share
+
+BLANK_REASON = "blank or nearly empty slice"
+OUT_OF_DOMAIN_REASON = "unlike the brain MRI slices the model was trained on"
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """Whether a slice is assessed, and if not, why; the out-of-distribution score when computed."""
+
+    assessed: bool
+    reason: str | None = None
+    score: float | None = None
+
+
+class MahalanobisScorer:
+    """Smallest class-conditional Mahalanobis distance of feature vectors (means and shared precision)."""
+
+    def __init__(self, means: torch.Tensor, precision: torch.Tensor) -> None:
+        self.means = means.double()
+        self.precision = precision.double()
+
+    @classmethod
+    def fit(cls, features: np.ndarray, labels: np.ndarray) -> "MahalanobisScorer":
+        """Fit class means and a shrunk shared covariance (Ledoit-Wolf) to features (N, D) with labels (N,)."""
+        from sklearn.covariance import LedoitWolf
+
+        classes = np.unique(labels)
+        means = np.stack([features[labels == c].mean(axis=0) for c in classes])
+        centred = features - means[np.searchsorted(classes, labels)]
+        precision = LedoitWolf().fit(centred).precision_
+        return cls(torch.from_numpy(means), torch.from_numpy(precision))
+
+    def scores(self, features: torch.Tensor | np.ndarray) -> np.ndarray:
+        """Return the score of each feature vector (N,): larger means less like the training data."""
+        x = torch.as_tensor(features).double().cpu()
+        differences = x[:, None, :] - self.means[None, :, :]  # (N, classes, D)
+        distances = torch.einsum("ncd,de,nce->nc", differences, self.precision, differences)
+        return distances.min(dim=1).values.clamp_min(0).sqrt().numpy()
+
+    def save(self, path: Path) -> None:
+        """Write the statistics as safetensors."""
+        from safetensors.torch import save_file
+
+        save_file({"means": self.means.float().contiguous(), "precision": self.precision.float().contiguous()},
+                  str(path), metadata={"method": "mahalanobis"})
+
+    @classmethod
+    def load(cls, path: Path) -> "MahalanobisScorer":
+        """Read statistics written by save()."""
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(path))
+        if set(tensors) != {"means", "precision"}:
+            raise ModelCardError(f"{path}: a Mahalanobis gate needs 'means' and 'precision', found {sorted(tensors)}")
+        return cls(tensors["means"], tensors["precision"])
+
+
+def stage_statistics(stage_outputs) -> list[np.ndarray]:
+    """Return, per feature stage (N, C, H, W), the per-channel mean and standard deviation (N, 2C) as float64."""
+    return [torch.cat([t.float().mean(dim=(2, 3)), t.float().std(dim=(2, 3))], dim=1).double().cpu().numpy()
+            for t in stage_outputs]
+
+
+class StageMahalanobis:
+    """Sum over feature stages of standardised Mahalanobis scores of the stages' channel statistics."""
+
+    def __init__(self, scorers: list[MahalanobisScorer], centres: np.ndarray, scales: np.ndarray) -> None:
+        self.scorers = scorers
+        self.centres = np.asarray(centres, float)
+        self.scales = np.asarray(scales, float)
+
+    @classmethod
+    def fit(cls, stages: list[np.ndarray], groups: np.ndarray) -> "StageMahalanobis":
+        """Fit one Mahalanobis scorer per stage (groups: e.g. source x class); standardise later with calibrate()."""
+        codes = np.unique(groups, return_inverse=True)[1]
+        scorers = [MahalanobisScorer.fit(features, codes) for features in stages]
+        return cls(scorers, np.zeros(len(stages)), np.ones(len(stages)))
+
+    def calibrate(self, stages: list[np.ndarray]) -> None:
+        """Set each stage's centre and scale from validation slices, so that the stages weigh alike."""
+        raw = [scorer.scores(features) for scorer, features in zip(self.scorers, stages)]
+        self.centres = np.array([r.mean() for r in raw])
+        self.scales = np.array([max(r.std(), 1e-6) for r in raw])
+
+    def scores(self, stages: list[np.ndarray]) -> np.ndarray:
+        """Return each slice's score (N,): larger means less like the training slices."""
+        return sum((scorer.scores(features) - centre) / scale
+                   for scorer, features, centre, scale in zip(self.scorers, stages, self.centres, self.scales))
+
+    def save(self, path: Path) -> None:
+        """Write every stage's statistics as one safetensors file."""
+        from safetensors.torch import save_file
+
+        tensors = {"centres": torch.tensor(self.centres, dtype=torch.float64),
+                   "scales": torch.tensor(self.scales, dtype=torch.float64)}
+        for index, scorer in enumerate(self.scorers):
+            tensors[f"stage{index}.means"] = scorer.means.contiguous()
+            tensors[f"stage{index}.precision"] = scorer.precision.contiguous()
+        save_file(tensors, str(path), metadata={"method": "stage-mahalanobis", "stages": str(len(self.scorers))})
+
+    @classmethod
+    def load(cls, path: Path) -> "StageMahalanobis":
+        """Read statistics written by save()."""
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(path))
+        count = len(tensors.get("centres", []))
+        expected = {"centres", "scales"} | {f"stage{i}.{k}" for i in range(count) for k in ("means", "precision")}
+        if not count or set(tensors) != expected:
+            raise ModelCardError(f"{path}: not a stage-Mahalanobis gate (tensors {sorted(tensors)[:6]} ...)")
+        scorers = [MahalanobisScorer(tensors[f"stage{i}.means"], tensors[f"stage{i}.precision"]) for i in range(count)]
+        return cls(scorers, tensors["centres"].numpy(), tensors["scales"].numpy())
+
+
+class Gate:
+    """The card's gate: decides per slice whether the model's answer is shown."""
+
+    def __init__(self, spec: GateSpec, scorer: StageMahalanobis | None) -> None:
+        self.spec = spec
+        self.scorer = scorer
+
+    @classmethod
+    def from_model_folder(cls, folder: Path, spec: GateSpec) -> "Gate":
+        """Load the gate a card names (its file was checked with the weights)."""
+        if spec.method != "stage-mahalanobis":
+            raise ModelCardError(f"{folder}: unknown gate method {spec.method!r} (this app knows 'stage-mahalanobis')")
+        scorer = StageMahalanobis.load(Path(folder) / spec.file)
+        if len(scorer.scorers) != len(spec.stages):
+            raise ModelCardError(f"{folder}: the gate file has {len(scorer.scorers)} stages, the card names {spec.stages}")
+        return cls(spec, scorer)
+
+    def blank_reason(self, image_uint8: np.ndarray) -> str | None:
+        """Return why an 8-bit windowed slice is blank, or None if it shows something."""
+        if float(image_uint8.std()) < self.spec.min_contrast or head_share(image_uint8) < self.spec.min_head_share:
+            return BLANK_REASON
+        return None
+
+    def decide(self, blank_reason: str | None, score: float | None) -> GateDecision:
+        """Combine the image rule and the feature score into one decision."""
+        if blank_reason:
+            return GateDecision(False, blank_reason, score)
+        if score is not None and score > self.spec.threshold:
+            return GateDecision(False, OUT_OF_DOMAIN_REASON, score)
+        return GateDecision(True, None, score)
