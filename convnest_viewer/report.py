@@ -24,7 +24,8 @@ TITLE = "ConvNeXt Brain MRI Viewer — study report"
 NOTICE = "For research use, not for diagnosis."
 MAX_KEY_SLICES = 4
 IDENTIFIER_COLUMNS = ["patient_name", "patient_id", "study_date", "series_uid"]
-SLICE_COLUMNS = ["series_number", "series_description", "modality", "volume", "slice", "slice_location_mm", "predicted"]
+SLICE_COLUMNS = ["series_number", "series_description", "modality", "volume", "slice", "slice_location_mm", "predicted",
+                 "not_assessed"]
 
 HeatmapFor = Callable[[Series, int, int], "Heatmap | None"]
 
@@ -85,11 +86,13 @@ def _csv_rows(series: Series, store: ResultStore, model_id: str, class_ids: list
         for index in range(series.n_slices):
             probabilities = store.probabilities(model_id, series.key, volume, index)
             if probabilities is not None:
-                yield lead + _slice_cells(series, volume, index, probabilities, class_ids)
+                reason = store.not_assessed(model_id, series.key, volume).get((volume, index))
+                yield lead + _slice_cells(series, volume, index, probabilities, class_ids, reason)
 
 
-def _slice_cells(series: Series, volume: int, index: int, probabilities: np.ndarray, class_ids: list[str]) -> list:
-    """Return the per-slice CSV cells (without identifiers)."""
+def _slice_cells(series: Series, volume: int, index: int, probabilities: np.ndarray, class_ids: list[str],
+                 not_assessed: str | None = None) -> list:
+    """Return the per-slice CSV cells (without identifiers); a slice the gate withheld has no predicted class."""
     location = series.slice_location(index, volume)
     return [
         "" if series.number is None else series.number,
@@ -98,7 +101,8 @@ def _slice_cells(series: Series, volume: int, index: int, probabilities: np.ndar
         volume + 1,
         index + 1,
         "" if location is None else f"{location:.3f}",
-        class_ids[int(np.argmax(probabilities))],
+        "" if not_assessed else class_ids[int(np.argmax(probabilities))],
+        not_assessed or "",
     ] + [f"{float(p):.6f}" for p in probabilities]
 
 
@@ -165,7 +169,9 @@ def _series_html(series: Series, store: ResultStore, model_id: str, card, heatma
     names = {c.id: c.display for c in card.classes}
     table = store.series_probabilities(model_id, series.key, volume, series.n_slices, len(class_ids))
     failed = sum(v == volume for v, _ in store.failures(model_id, series.key))
-    summary = summarize(table, class_ids, failed)
+    withheld = store.not_assessed_mask(model_id, series.key, volume, series.n_slices)
+    summary = summarize(table, class_ids, failed, withheld)
+    table = np.where(withheld[:, None], np.nan, table)  # no class where the gate withheld the answer
     facts = [("Description", series.description), ("Modality", series.modality), ("Slices", series.n_slices)]
     title = f"Series {series.number}" if series.number is not None else "Series"
     parts = [f"<section>\n<h2>{_e(title)}: {_e(series.description)}</h2>", _table(facts)]

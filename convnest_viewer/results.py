@@ -32,6 +32,7 @@ class ResultStore:
     def __init__(self, max_heatmaps: int = 256) -> None:
         self._probabilities: dict[tuple[str, str, int, int], np.ndarray] = {}
         self._failures: dict[tuple[str, str, int, int], str] = {}
+        self._not_assessed: dict[tuple[str, str, int, int], str] = {}
         self._heatmaps: OrderedDict[HeatmapKey, Heatmap] = OrderedDict()
         self._max_heatmaps = max_heatmaps
         self._lock = threading.Lock()
@@ -71,6 +72,25 @@ class ResultStore:
         with self._lock:
             return {(v, i): r for (m, s, v, i), r in self._failures.items() if m == model_id and s == series_key}
 
+    def put_not_assessed(self, model_id: str, series_key: str, volume: int, index: int, reason: str) -> None:
+        """Record that the model's gate withholds its answer for a slice (blank, unlike its training data)."""
+        with self._lock:
+            self._not_assessed[(model_id, series_key, volume, index)] = reason
+
+    def not_assessed(self, model_id: str, series_key: str, volume: int | None = None) -> dict[tuple[int, int], str]:
+        """Return {(volume, index): reason} of a series' slices the gate withheld (one volume, or all)."""
+        with self._lock:
+            return {(v, i): r for (m, s, v, i), r in self._not_assessed.items()
+                    if m == model_id and s == series_key and (volume is None or v == volume)}
+
+    def not_assessed_mask(self, model_id: str, series_key: str, volume: int, n_slices: int) -> np.ndarray:
+        """Return a boolean (n_slices,) mask of a volume's slices the gate withheld."""
+        mask = np.zeros(n_slices, bool)
+        for _, index in self.not_assessed(model_id, series_key, volume):
+            if index < n_slices:
+                mask[index] = True
+        return mask
+
     def finished(self, model_id: str, series_key: str) -> set[tuple[int, int]]:
         """Return the (volume, index) pairs classified or failed: nothing more to try there."""
         return self.classified(model_id, series_key) | set(self.failures(model_id, series_key))
@@ -103,17 +123,22 @@ class SeriesSummary:
     finding: str | None  # the tumour class with the strongest evidence, if any slice predicts one
     key_slices: list[int]  # most confident slice per predicted tumour class (or the most normal slice)
     failed: int = 0  # slices that could not be classified (unreadable pixels, model error)
+    not_assessed: int = 0  # slices the model's gate withheld (blank, unlike its training data)
 
     @property
     def pending(self) -> bool:
         """Return whether slices are still waiting to be classified."""
-        return self.classified + self.failed < self.total
+        return self.classified + self.failed + self.not_assessed < self.total
 
     def sentence(self, display_names: dict[str, str]) -> str:
         """Return a one-line summary for people."""
         unreadable = f" {self.failed} slice(s) could not be read." if self.failed else ""
+        if self.not_assessed:
+            unreadable += f" {self.not_assessed} slice(s) not assessed (blank, or unlike the training slices)."
         if self.classified == 0:
-            return ("No slice could be classified." + unreadable) if self.failed and not self.pending else "Not classified yet." + unreadable
+            if self.pending:
+                return "Not classified yet." + unreadable
+            return ("No slice assessed." if self.not_assessed else "No slice could be classified.") + unreadable
         prefix = f"{self.classified}/{self.total} slices so far: " if self.pending else ""
         if self.finding is None:
             return prefix + f"no tumour class predicted on any of {self.classified} slices." + unreadable
@@ -124,8 +149,11 @@ class SeriesSummary:
     def short(self, display_names: dict[str, str]) -> str:
         """Return a few words for a series list: the finding, its slice count and peak probability."""
         unreadable = f", {self.failed} unreadable" if self.failed else ""
+        unreadable += f", {self.not_assessed} not assessed" if self.not_assessed else ""
         if self.classified == 0:
-            return ("no slice readable" if self.failed and not self.pending else "not classified yet") + unreadable
+            if self.pending:
+                return "not classified yet" + unreadable
+            return ("no slice assessed" if self.not_assessed else "no slice readable") + unreadable
         done = f" ({self.classified}/{self.total} so far)" if self.pending else ""
         if self.finding is None:
             return f"{display_names.get(NO_TUMOUR, NO_TUMOUR)} on all {self.classified} slices{unreadable}{done}"
@@ -134,9 +162,12 @@ class SeriesSummary:
                 f"slices, up to {probability:.0%}{unreadable}{done}")
 
 
-def summarize(probabilities: np.ndarray, class_ids: Sequence[str], failed: int = 0) -> SeriesSummary:
-    """Summarise a volume's (n_slices, n_classes) probabilities (NaN rows: not classified yet or failed)."""
-    done = ~np.isnan(probabilities).any(axis=1)
+def summarize(probabilities: np.ndarray, class_ids: Sequence[str], failed: int = 0,
+              not_assessed: np.ndarray | None = None) -> SeriesSummary:
+    """Summarise a volume's (n_slices, n_classes) probabilities (NaN rows: not classified yet or failed),
+    counting only the slices the gate assessed (`not_assessed`: a boolean mask of those it withheld)."""
+    withheld = np.zeros(len(probabilities), bool) if not_assessed is None else np.asarray(not_assessed, bool)
+    done = ~np.isnan(probabilities).any(axis=1) & ~withheld
     rows = np.flatnonzero(done)
     predicted = probabilities[rows].argmax(axis=1) if len(rows) else np.zeros(0, int)
     counts = {c: int((predicted == i).sum()) for i, c in enumerate(class_ids)}
@@ -150,4 +181,5 @@ def summarize(probabilities: np.ndarray, class_ids: Sequence[str], failed: int =
     key_slices = sorted({peak[c][0] for c in tumour_classes})
     if not key_slices and NO_TUMOUR in peak:
         key_slices = [peak[NO_TUMOUR][0]]
-    return SeriesSummary(int(done.sum()), len(probabilities), counts, peak, finding, key_slices, failed)
+    return SeriesSummary(int(done.sum()), len(probabilities), counts, peak, finding, key_slices, failed,
+                         int(withheld.sum()))

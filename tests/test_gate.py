@@ -104,3 +104,44 @@ def test_a_card_naming_an_unknown_gate_method_is_refused(tmp_path):
     (folder / "model_card.json").write_text(json.dumps(card))
     with pytest.raises(ModelCardError, match="unknown gate method 'energy'"):
         Classifier(folder, device="cpu")
+
+
+def test_the_viewer_shows_a_gated_slice_as_not_assessed_and_leaves_it_out_of_the_summary(qtbot, tmp_path, monkeypatch):
+    from convnest_viewer.ui.main_window import MainWindow
+
+    monkeypatch.setenv("CONVNEST_SETTINGS_FILE", str(tmp_path / "settings.ini"))
+    study = tmp_path / "study"
+    study.mkdir()
+    cv2.imwrite(str(study / "a_blank.png"), np.zeros((224, 224), np.uint8))
+    shutil.copy(sorted((BRAIN_TUMOR_MRI / "Testing" / "pituitary").glob("*.jpg"))[0], study / "b_pituitary.jpg")
+    window = MainWindow(device="cpu")
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitUntil(lambda: bool(window.model_id), timeout=120_000)
+    with qtbot.waitSignal(window.studyLoaded, timeout=120_000) as loaded:
+        window.open_paths([str(study)])
+    blank, pituitary = loaded.args[0].series
+    qtbot.waitUntil(lambda: all(len(window.store.finished(window.model_id, s.key)) == 1 for s in (blank, pituitary)),
+                    timeout=120_000)
+    window.browser.select(blank.key)
+    assert window.panel.not_assessed.text() == f"Not assessed: {BLANK_REASON}."
+    assert {bar.format() for _, bar in window.panel._bars} == {"not assessed"}
+    qtbot.waitUntil(lambda: "1 slice(s) not assessed" in window.panel.summary.text(), timeout=10_000)
+    assert "No slice assessed." in window.panel.summary.text()
+    assert window.panel.withheld.opts["x"].tolist() == [1]
+    window.browser.select(pituitary.key)
+    assert window.panel.not_assessed.isHidden()
+    qtbot.waitUntil(lambda: "Pituitary" in window.panel.summary.text(), timeout=10_000)
+    window.close()
+
+
+def test_a_summary_counts_only_the_slices_the_gate_assessed():
+    from convnest_viewer.results import summarize
+
+    table = np.array([[0.97, 0.01, 0.01, 0.01],   # withheld: its glioma call must not become the finding
+                      [0.10, 0.05, 0.80, 0.05],
+                      [0.20, 0.05, 0.70, 0.05]])
+    summary = summarize(table, ["glioma", "meningioma", "notumor", "pituitary"], 0, np.array([True, False, False]))
+    assert (summary.classified, summary.not_assessed, summary.finding, summary.pending) == (2, 1, None, False)
+    assert summary.sentence({}) == ("no tumour class predicted on any of 2 slices. "
+                                    "1 slice(s) not assessed (blank, or unlike the training slices).")

@@ -91,7 +91,7 @@ def test_csv_has_one_row_per_classified_slice_with_consistent_probabilities(clas
     with path.open(encoding="utf-8", newline="") as handle:
         header = next(csv.reader(handle))
     assert header == ["series_number", "series_description", "modality", "volume", "slice", "slice_location_mm",
-                      "predicted"] + [f"p_{c}" for c in class_ids]
+                      "predicted", "not_assessed"] + [f"p_{c}" for c in class_ids]
     rows = _read_csv(path)
     assert len(rows) == (15 - UNCLASSIFIED_TAIL) + 35
     for series, expected in zip(series_list, (15 - UNCLASSIFIED_TAIL, 35)):

@@ -187,9 +187,9 @@ def test_switching_series_never_shows_the_first_series_results_on_the_second(qtb
     shown = []
     original = window.panel.show_slice
 
-    def record(probabilities):
+    def record(probabilities, not_assessed=None):
         shown.append((window.series.key, window.volume, window.index, None if probabilities is None else np.array(probabilities)))
-        original(probabilities)
+        original(probabilities, not_assessed)
 
     window.panel.show_slice = record
     order = []

@@ -187,13 +187,16 @@ class InferenceWorker(QThread):
         if not prepared:
             return
         try:
-            probabilities = self.classifier.predict_inputs(np.stack([p.model_input for p in prepared]), batch_size=len(prepared))
+            probabilities, decisions = self.classifier.assess_inputs(
+                np.stack([p.model_input for p in prepared]), [p.blank for p in prepared], batch_size=len(prepared))
         except Exception as exc:
             for item in prepared:
                 self.store.put_failure(self.model_id, series.key, item.volume, item.index, f"model error: {exc}")
                 self.sliceFailed.emit(generation, series.key, item.volume, item.index, f"model error: {exc}")
             return
-        for item, probs in zip(prepared, probabilities):
+        for item, probs, decision in zip(prepared, probabilities, decisions):
+            if not decision.assessed:  # stored before the probabilities: a reader never sees them without it
+                self.store.put_not_assessed(self.model_id, series.key, item.volume, item.index, decision.reason)
             self.store.put_probabilities(self.model_id, series.key, item.volume, item.index, probs)
             self.sliceClassified.emit(generation, series.key, item.volume, item.index, probs)
 

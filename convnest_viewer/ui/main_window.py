@@ -283,7 +283,7 @@ class MainWindow(QMainWindow):
         if self.series is None or key != self.series.key:
             return  # a result for another series: kept in the store, never shown here
         if volume == self.volume and index == self.index:
-            self.panel.show_slice(probabilities)
+            self.panel.show_slice(probabilities, self._not_assessed_reason(key, volume, index))
             if self.overlay_mode != "none" and self.overlay_target is None:
                 self._update_overlay()
         self._refresh_timer.start()
@@ -300,7 +300,11 @@ class MainWindow(QMainWindow):
         from convnest_viewer.results import summarize
 
         table = self.store.series_probabilities(self.model_id, series.key, volume, series.n_slices, len(self.class_ids))
-        return summarize(table, self.class_ids, self._failed_count(series, volume))
+        withheld = self.store.not_assessed_mask(self.model_id, series.key, volume, series.n_slices)
+        return summarize(table, self.class_ids, self._failed_count(series, volume), withheld)
+
+    def _not_assessed_reason(self, key: str, volume: int, index: int) -> str | None:
+        return self.store.not_assessed(self.model_id, key, volume).get((volume, index)) if self.model_id else None
 
     def _failed_count(self, series: Series, volume: int) -> int:
         return sum(v == volume for v, _ in self.store.failures(self.model_id, series.key))
@@ -491,14 +495,15 @@ class MainWindow(QMainWindow):
 
     def _show_current_results(self) -> None:
         probabilities = self.store.probabilities(self.model_id, self.series.key, self.volume, self.index) if self.model_id else None
-        self.panel.show_slice(probabilities)
+        self.panel.show_slice(probabilities, self._not_assessed_reason(self.series.key, self.volume, self.index))
         self._update_overlay()
 
     def _refresh_series_plot(self) -> None:
         if self.series is None or not self.class_ids:
             return
         table = self.store.series_probabilities(self.model_id, self.series.key, self.volume, self.series.n_slices, len(self.class_ids))
-        self.panel.show_series(table, self.index, self._failed_count(self.series, self.volume))
+        withheld = self.store.not_assessed_mask(self.model_id, self.series.key, self.volume, self.series.n_slices)
+        self.panel.show_series(table, self.index, self._failed_count(self.series, self.volume), withheld)
 
     # --- window / level -------------------------------------------------------------------------
     def _window_changed(self, window: Window) -> None:

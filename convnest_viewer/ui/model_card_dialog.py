@@ -38,6 +38,21 @@ def _scan_tables(card: ModelCard) -> str:
     return html
 
 
+def _gate_html(card: ModelCard) -> str:
+    """Return what the gate withholds and how well it was measured to separate in- from out-of-domain slices."""
+    if card.gate is None:
+        return "<p><b>Gate:</b> none; every slice gets a class.</p>"
+    evaluation = card.gate.evaluation or {}
+    inside = evaluation.get("in_domain", {}).get("all", {})
+    outside = evaluation.get("out_of_domain", {}).get("all", {})
+    measured = (f" Measured: {_percent(inside.get('gated'))} of held-out in-domain slices withheld, "
+                f"{_percent(outside.get('gated'))} of out-of-domain slices (EPI, outside the brain, masks, CT, noise), "
+                f"AUROC {outside.get('auroc', float('nan')):.3f}.") if inside and outside else ""
+    return (f"<p><b>Gate:</b> slices that are blank or unlike the training slices ({escape(card.gate.method)} on feature "
+            f"stages {', '.join(map(str, card.gate.stages))}, threshold {card.gate.threshold:.2f}) are shown as "
+            f"<i>not assessed</i>.{measured}</p>")
+
+
 def model_card_html(card: ModelCard, model_id: str, device_name: str) -> str:
     """Return the card's key facts and measured metrics as HTML."""
     rows = []
@@ -61,5 +76,5 @@ def model_card_html(card: ModelCard, model_id: str, device_name: str) -> str:
             f"<b>Classes:</b> {classes}<br><b>Temperature:</b> {card.temperature:.3f}<br>"
             f"<b>Weights:</b> {len(card.weights)} safetensors file(s), {escape(card.weights_dtype)}, sha256 {escape(model_id[:16])}…<br>"
             f"<b>Training:</b> {trained}{', ' + escape(str(config.get('optimizer', ''))) if config else ''}<br>"
-            f"<b>Running on:</b> {escape(device_name)}</p>{table}{_scan_tables(card)}"
+            f"<b>Running on:</b> {escape(device_name)}</p>{table}{_scan_tables(card)}{_gate_html(card)}"
             f"{'<p>' + escape(card.limitations) + '</p>' if card.limitations else ''}<p><i>{escape(card.intended_use)}</i></p>")

@@ -34,6 +34,11 @@ class ProbabilityPanel(QWidget):
         layout.addWidget(self.title)
         self._bar_grid = QGridLayout()
         layout.addLayout(self._bar_grid)
+        self.not_assessed = QLabel("")
+        self.not_assessed.setWordWrap(True)
+        self.not_assessed.setStyleSheet("color: #666; font-style: italic;")
+        self.not_assessed.hide()
+        layout.addWidget(self.not_assessed)
         self.plot = pg.PlotWidget(background="w")
         self.plot.setMinimumHeight(170)
         self.plot.setYRange(0, 1, padding=0.02)
@@ -42,6 +47,8 @@ class ProbabilityPanel(QWidget):
         self.plot.setMouseEnabled(x=False, y=False)
         self.plot.hideButtons()
         self.plot.addLegend(offset=(5, 5), labelTextSize="8pt")
+        self.withheld = pg.BarGraphItem(x=[], height=[], width=1.0, y0=0, brush=pg.mkBrush(200, 200, 200, 150), pen=None)
+        self.plot.addItem(self.withheld)
         self.cursor = pg.InfiniteLine(angle=90, pen=pg.mkPen((40, 40, 40), width=1, style=Qt.PenStyle.DashLine))
         self.plot.addItem(self.cursor)
         self.plot.scene().sigMouseClicked.connect(self._plot_clicked)
@@ -87,12 +94,17 @@ class ProbabilityPanel(QWidget):
         """Set the line naming the model and device."""
         self.title.setText(text)
 
-    def show_slice(self, probabilities: np.ndarray | None) -> None:
-        """Show the current slice's probabilities (None: not classified yet)."""
-        self.current = None if probabilities is None else np.asarray(probabilities)
-        predicted = int(np.argmax(probabilities)) if probabilities is not None else -1
+    def show_slice(self, probabilities: np.ndarray | None, not_assessed: str | None = None) -> None:
+        """Show the current slice's probabilities (None: not classified yet), or why the model does not answer."""
+        self.current = None if probabilities is None or not_assessed else np.asarray(probabilities)
+        self.not_assessed.setText(f"Not assessed: {not_assessed}." if not_assessed else "")
+        self.not_assessed.setVisible(bool(not_assessed))
+        predicted = int(np.argmax(probabilities)) if self.current is not None else -1
         for index, (label, bar) in enumerate(self._bars):
-            if probabilities is None:
+            if not_assessed:
+                bar.setValue(0)
+                bar.setFormat("not assessed")
+            elif probabilities is None:
                 bar.setValue(0)
                 bar.setFormat("pending…")
             else:
@@ -104,17 +116,23 @@ class ProbabilityPanel(QWidget):
             label.setFont(font)
             label.setText(("▶ " if index == predicted else "") + self.display_names.get(self.class_ids[index], self.class_ids[index]))
 
-    def show_series(self, table: np.ndarray, current_index: int, failed: int = 0) -> None:
-        """Plot each class's probability over the slices (NaN rows: pending or failed) and summarise."""
+    def show_series(self, table: np.ndarray, current_index: int, failed: int = 0,
+                    not_assessed: np.ndarray | None = None) -> None:
+        """Plot each class's probability over the slices the model assessed (grey bands where its gate withheld
+        the answer; NaN rows: pending or failed) and summarise."""
         self._n_slices = len(table)
         x = np.arange(1, len(table) + 1)
+        withheld = np.zeros(len(table), bool) if not_assessed is None else np.asarray(not_assessed, bool)
         for index, curve in enumerate(self._curves):
             column = table[:, index] if len(table) else np.zeros(0)
-            done = ~np.isnan(column)
-            curve.setData(x[done], column[done])
+            done = ~np.isnan(column) & ~withheld  # no class where the gate withheld the answer
+            xs = x[done]
+            neighbours = np.append(np.diff(xs) == 1, False)  # the curve breaks across withheld or pending slices
+            curve.setData(xs, column[done], connect=neighbours)
+        self.withheld.setOpts(x=x[withheld], height=np.ones(int(withheld.sum())), width=1.0)
         self.plot.setXRange(0.5, max(len(table), 1) + 0.5, padding=0)
         self.set_current(current_index)
-        self.summary.setText(self._summary_html(table, failed))
+        self.summary.setText(self._summary_html(table, failed, withheld))
 
     def set_study_summary(self, html: str) -> None:
         """Show the findings of every classified series of the study."""
@@ -124,10 +142,10 @@ class ProbabilityPanel(QWidget):
         """Move the strip plot's marker to a slice."""
         self.cursor.setValue(index + 1)
 
-    def _summary_html(self, table: np.ndarray, failed: int) -> str:
+    def _summary_html(self, table: np.ndarray, failed: int, withheld: np.ndarray) -> str:
         if not len(table) or not self.class_ids:
             return ""
-        summary = summarize(table, self.class_ids, failed)
+        summary = summarize(table, self.class_ids, failed, withheld)
         counts = ", ".join(f"{self.display_names[c]}: {n}" for c, n in summary.counts.items() if n)
         text = f"<b>Series:</b> {summary.sentence(self.display_names)}"
         if counts:

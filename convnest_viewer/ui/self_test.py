@@ -89,6 +89,7 @@ def _classify_series(window, series, deadline: float) -> dict:
     wait_until(lambda: len(window.store.finished(window.model_id, series.key)) >= total, deadline,
                f"every slice of {series.description!r} to be classified")
     failures = window.store.failures(window.model_id, series.key)
+    withheld = window.store.not_assessed(window.model_id, series.key)
     predicted: dict[str, int] = {}
     for volume in range(series.n_volumes):
         for index in range(series.n_slices):
@@ -98,6 +99,8 @@ def _classify_series(window, series, deadline: float) -> dict:
             if probabilities is None or not np.isclose(probabilities.sum(), 1.0, atol=1e-4):
                 raise SelfTestFailure(f"slice {index + 1} of {series.description!r} has no valid probabilities")
             class_id = window.class_ids[int(np.argmax(probabilities))]
+            if (volume, index) in withheld:
+                class_id = "not assessed"
             predicted[class_id] = predicted.get(class_id, 0) + 1
     return {"description": series.description, "slices": series.n_slices, "volumes": series.n_volumes,
             "classified": total - len(failures), "predicted": predicted,
