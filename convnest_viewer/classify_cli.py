@@ -81,6 +81,7 @@ def run_classify(args: argparse.Namespace) -> int:
         for path, result in loaded:
             for series in result.series:
                 report["series"].append(_classify_series(classifier, series, path, args, bar, len(report["series"])))
+    report["study_verdict"] = _study_verdict_json(report, classifier)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -140,7 +141,50 @@ def _classify_series(classifier, series, path, args, bar, ordinal: int) -> dict:
         if args.explain:
             result["overlay"] = str(_write_overlay(classifier, series, outcome.prepared, args, ordinal))
         entry["slices"].append(result)
+    entry["verdict"] = verdict_json(_series_verdict(entry, series, classifier.class_ids), classifier.card)
     return entry
+
+
+def _series_verdict(entry: dict, series, class_ids):
+    """Return the verdict of a classified series' first volume from its JSON entry."""
+    from convnest_viewer.verdict import series_verdict
+
+    table = np.full((series.n_slices, len(class_ids)), np.nan)
+    withheld = np.zeros(series.n_slices, bool)
+    for item in entry["slices"]:
+        if item["volume"] == 0:
+            table[item["index"]] = [item["probabilities"][c] for c in class_ids]
+            withheld[item["index"]] = item["predicted"] is None
+    for error in entry.get("errors", []):
+        if error["volume"] == 0:
+            withheld[error["index"]] = True  # unreadable: neither pending nor assessed
+    return series_verdict(table, class_ids, withheld)
+
+
+def verdict_json(verdict, card) -> dict:
+    """Return a series verdict as JSON: label, text, and the finding's type, slices (1-based) and confidence."""
+    names = {c.id: c.display for c in card.classes}
+    result = {"label": verdict.label, "text": verdict.text(names), "assessed": verdict.assessed, "slices": verdict.total}
+    if verdict.finding is not None:
+        finding = verdict.finding
+        result.update({"type": finding.class_id, "first_slice": finding.first + 1, "last_slice": finding.last + 1,
+                       "key_slice": finding.key_slice + 1, "confidence": round(finding.confidence, 4)})
+    return result
+
+
+def _study_verdict_json(report: dict, classifier) -> dict:
+    """Return the study verdict over every classified series of the report."""
+    from convnest_viewer.verdict import Finding, SeriesVerdict, study_verdict
+
+    verdicts = {}
+    for number, series in enumerate(report["series"]):
+        raw = series["verdict"]
+        finding = (Finding(raw["type"], raw["first_slice"] - 1, raw["last_slice"] - 1, 0, raw["confidence"],
+                           raw["key_slice"] - 1) if raw["label"] == "tumour" else None)
+        verdicts[f"{number}"] = SeriesVerdict(raw["label"], finding, raw["assessed"], raw["slices"])
+    study = study_verdict(verdicts)
+    return {"label": study.label, "type": study.class_id,
+            "text": study.text({c.id: c.display for c in classifier.card.classes})}
 
 
 def _write_overlay(classifier, series, item, args, ordinal: int) -> Path:
@@ -175,6 +219,8 @@ def _table(report: dict, classifier) -> str:
         lines.append(format_table(["Slice", "Vol", "Predicted", *classifier.class_ids], rows))
         for error in series.get("errors", []):
             lines.append(f"  slice {error['index'] + 1}: {error['reason']}")
+        lines.append(f"Verdict: {series['verdict']['text']}")
+    lines += ["", f"Study verdict: {report['study_verdict']['text']}"]
     if report["skipped"]:
         lines.append("")
         lines.append(f"{len(report['skipped'])} file(s) skipped")

@@ -113,7 +113,8 @@ def write_html(path, series_list: Sequence[Series], store: ResultStore, model_id
                include_identifiers: bool = False, device_name: str = "", method: str = "gradcam") -> Path:
     """Write a self-contained HTML study report (images embedded) and return the file's path."""
     path = _prepare_path(path)
-    parts = [_header_html(card, model_id, device_name), _patient_html(series_list, include_identifiers)]
+    parts = [_header_html(card, model_id, device_name), _patient_html(series_list, include_identifiers),
+             _verdict_html(series_list, store, model_id, card)]
     for series in series_list:
         parts.append(_series_html(series, store, model_id, card, heatmap_for, method))
     document = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -160,6 +161,31 @@ def _patient_html(series_list: Sequence[Series], include_identifiers: bool) -> s
                               ("Birth date", series.patient.birth_date), ("Study date", series.study.date),
                               ("Study description", series.study.description)]))
     return "<h2>Patient</h2>\n" + "\n".join(blocks)
+
+
+def series_report_verdict(series: Series, store: ResultStore, model_id: str, class_ids: list[str]):
+    """Return the verdict of a series' reported volume from the stored results (unreadable slices left out)."""
+    from convnest_viewer.verdict import series_verdict
+
+    volume = _report_volume(series, store, model_id)
+    table = store.series_probabilities(model_id, series.key, volume, series.n_slices, len(class_ids))
+    withheld = store.not_assessed_mask(model_id, series.key, volume, series.n_slices)
+    for failed_volume, index in store.failures(model_id, series.key):
+        if failed_volume == volume:
+            withheld[index] = True
+    return series_verdict(table, class_ids, withheld)
+
+
+def _verdict_html(series_list: Sequence[Series], store: ResultStore, model_id: str, card) -> str:
+    """Return the study verdict and each series' verdict, counting only the slices the model assessed."""
+    from convnest_viewer.verdict import study_verdict
+
+    names = {c.id: c.display for c in card.classes}
+    verdicts = {series.key: series_report_verdict(series, store, model_id, list(card.class_ids)) for series in series_list}
+    rows = [(f"{series.number}: {series.description}" if series.number is not None else series.description,
+             verdicts[series.key].text(names)) for series in series_list]
+    return (f"<h2>Verdict</h2>\n<p><strong>{_e(study_verdict(verdicts).text(names))}</strong></p>\n"
+            + _table(rows, ("Series", "Verdict")))
 
 
 def _series_html(series: Series, store: ResultStore, model_id: str, card, heatmap_for: HeatmapFor, method: str) -> str:

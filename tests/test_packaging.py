@@ -120,7 +120,8 @@ def test_cpu_bundle_builds_and_passes_its_self_test(tmp_path):
     for reported, series in zip(summary["series"], study.series):
         total = series.n_slices * series.n_volumes
         assert reported["classified"] == total and sum(reported["predicted"].values()) == total, reported
-        assert set(reported["predicted"]) <= set(card_class["id"] for card_class in card["classes"])
+        assert set(reported["predicted"]) <= {card_class["id"] for card_class in card["classes"]} | {"not assessed"}
+    assert (internal / "resources" / "models" / model.name / card["gate"]["file"]).is_file(), "the gate ships"
     first = study.series[0]
     assert set(summary["heatmaps"]) == {"gradcam", "shap"}
     for method, heatmap in summary["heatmaps"].items():

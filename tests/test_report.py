@@ -255,3 +255,20 @@ def test_a_later_volume_of_a_4d_series_is_reported(classifier, study, tmp_path):
     text = write_html(tmp_path / "r.html", [epi], store, classifier.weights_sha256, classifier.card,
                       _no_heatmap).read_text(encoding="utf-8")
     assert "volume 3 only" in text and "1/15 slices so far" in text
+
+
+def test_the_html_report_opens_with_the_study_verdict_and_each_series_verdict(classifier, study, tmp_path):
+    from convnest_viewer.report import series_report_verdict
+    from convnest_viewer.verdict import study_verdict
+
+    series_list, store = study
+    model_id, card = classifier.weights_sha256, classifier.card
+    text = _no_images(write_html(tmp_path / "r.html", series_list, store, model_id, card, _no_heatmap)
+                      .read_text(encoding="utf-8"))
+    names = {c.id: c.display for c in card.classes}
+    verdicts = {s.key: series_report_verdict(s, store, model_id, list(card.class_ids)) for s in series_list}
+    head = text.split("<h2>Verdict</h2>", 1)[1].split("<section>", 1)[0]
+    assert f"<strong>{study_verdict(verdicts).text(names)}</strong>" in head
+    for series in series_list:
+        assert verdicts[series.key].text(names) in head
+    assert text.index("<h2>Verdict</h2>") < text.index("<section>")

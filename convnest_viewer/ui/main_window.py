@@ -112,6 +112,7 @@ class MainWindow(QMainWindow):
         right = QVBoxLayout(right_widget)
         self.panel = ProbabilityPanel()
         self.panel.sliceClicked.connect(self.set_slice)
+        self.panel.study_summary.linkActivated.connect(self._open_link)
         right.addWidget(self.panel, stretch=1)
         controls = QFormLayout()
         self.overlay_combo = QComboBox()
@@ -320,18 +321,45 @@ class MainWindow(QMainWindow):
         if waiting is not None:
             self.worker.classify_series(waiting, waiting.n_slices // 2, 0, background=True)
 
+    def _verdict(self, series: Series, volume: int = 0):
+        from convnest_viewer.verdict import series_verdict
+
+        table = self.store.series_probabilities(self.model_id, series.key, volume, series.n_slices, len(self.class_ids))
+        withheld = self.store.not_assessed_mask(self.model_id, series.key, volume, series.n_slices)
+        for failed_volume, index in self.store.failures(self.model_id, series.key):
+            if failed_volume == volume:
+                withheld[index] = True  # unreadable: neither pending nor assessed
+        return series_verdict(table, self.class_ids, withheld)
+
     def _refresh_study_summary(self) -> None:
+        from convnest_viewer.verdict import study_verdict
+
         names = dict(zip(self.class_ids, self.display_names))
+        verdicts = {series.key: self._verdict(series) for series in self.result.series if self._is_classified(series)}
         lines = []
         for series in self.result.series:
-            if self._is_classified(series):
-                label = f"{series.number}: " if series.number is not None else ""
-                lines.append(f"{label}{series.description or '(no description)'}: {self._summary(series).short(names)}")
-        done = len(lines)
-        text = f"<b>Study:</b> {done} of {len(self.result.series)} series classified"
+            verdict = verdicts.get(series.key)
+            if verdict is None:
+                continue
+            label = f"{series.number}: " if series.number is not None else ""
+            line = html_escape(f"{label}{series.description or '(no description)'}: {verdict.text(names)}")
+            if verdict.finding is not None:  # the key slice, one click away
+                line += f' <a href="slice:{html_escape(series.key)}:{verdict.finding.key_slice}">key slice {verdict.finding.key_slice + 1}</a>'
+            lines.append(line)
+        study = study_verdict(verdicts)
+        text = (f"<b>Study verdict:</b> {html_escape(study.text(names))}"
+                f"<br><small>{len(verdicts)} of {len(self.result.series)} series classified</small>")
         if lines:
-            text += "<br><small>" + "<br>".join(html_escape(line) for line in lines[:12]) + "</small>"
+            text += "<br><small>" + "<br>".join(lines[:12]) + "</small>"
         self.panel.set_study_summary(text)
+
+    def _open_link(self, link: str) -> None:
+        """Follow a link of the study verdict: "slice:<series key>:<index>" shows that slice."""
+        kind, _, rest = link.partition(":")
+        key, _, index = rest.rpartition(":")
+        if kind == "slice" and self.result.find(key) is not None:
+            self.browser.select(key)
+            self.set_slice(int(index))
 
     def _slice_failed(self, generation: int, key: str, volume: int, index: int, reason: str) -> None:
         if self.series is not None and key == self.series.key:

@@ -1,0 +1,129 @@
+"""The study verdict: per series and per study, which finding, on which contiguous slices, how confident; no Qt.
+
+Only slices the model's gate assessed count. A series reads "tumour" when at least `MIN_RUN` neighbouring
+assessed slices are called a tumour class; its finding is the run with the highest mean tumour probability
+(1 - p(no finding)). The type is the run's majority class, or "type uncertain" when fewer than `MIN_TYPE_SHARE`
+of its slices agree. A study whose series disagree (one reads tumour, another no tumour) is "indeterminate".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+NO_FINDING = "notumor"
+MIN_RUN = 3  # neighbouring assessed slices called a tumour before a series reads "tumour"
+MIN_TYPE_SHARE = 0.7  # of the run's slices that must agree on the tumour type
+MIN_ASSESSED = 3  # assessed slices below which a series gives no verdict
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A run of neighbouring slices called a tumour: its type (None: uncertain), extent and confidence."""
+
+    class_id: str | None
+    first: int  # 0-based slice indices, inclusive
+    last: int
+    slices: int  # assessed slices in the run
+    confidence: float  # mean tumour probability over the run
+    key_slice: int  # the run's most confident slice
+
+
+@dataclass(frozen=True)
+class SeriesVerdict:
+    """What one series (one volume) says: tumour, no tumour, not assessed, or pending."""
+
+    label: str  # "tumour" | "no tumour" | "not assessed" | "pending"
+    finding: Finding | None = None
+    assessed: int = 0
+    total: int = 0
+    confidence: float | None = None  # tumour: the finding's; no tumour: mean no-finding probability
+
+    def text(self, display_names: dict[str, str]) -> str:
+        """Return the verdict in a few words, e.g. "Glioma on slices 12-20 (87%)"."""
+        if self.label == "pending":
+            return "not classified yet"
+        if self.label == "not assessed":
+            return f"not assessed ({self.assessed} of {self.total} slices assessed)"
+        if self.label == "no tumour":
+            return f"no tumour ({self.assessed} slices assessed, {self.confidence:.0%})"
+        finding = self.finding
+        kind = display_names.get(finding.class_id, finding.class_id) if finding.class_id else "Tumour, type uncertain,"
+        return f"{kind} on slices {finding.first + 1}-{finding.last + 1} ({finding.confidence:.0%})"
+
+
+@dataclass(frozen=True)
+class StudyVerdict:
+    """The study's verdict from its series' verdicts: tumour, no tumour, indeterminate or not assessed."""
+
+    label: str  # "tumour" | "no tumour" | "indeterminate" | "not assessed" | "pending"
+    class_id: str | None = None  # tumour type when every tumour series agrees on it
+    series: dict[str, SeriesVerdict] = field(default_factory=dict)
+
+    def text(self, display_names: dict[str, str]) -> str:
+        """Return the verdict as one line for people."""
+        if self.label == "tumour":
+            kind = display_names.get(self.class_id, self.class_id) if self.class_id else "tumour, type uncertain"
+            count = sum(v.label == "tumour" for v in self.series.values())
+            return f"{kind} ({count} series)" if self.class_id else f"Tumour, type uncertain ({count} series)"
+        if self.label == "indeterminate":
+            tumour = sum(v.label == "tumour" for v in self.series.values())
+            clear = sum(v.label == "no tumour" for v in self.series.values())
+            return f"Indeterminate: {tumour} series read tumour, {clear} read no tumour"
+        return {"no tumour": "No tumour", "not assessed": "Not assessed", "pending": "Not classified yet"}[self.label]
+
+
+def series_verdict(probabilities: np.ndarray, class_ids: Sequence[str], not_assessed: np.ndarray | None = None,
+                   no_finding: str = NO_FINDING) -> SeriesVerdict:
+    """Return one volume's verdict from its (n_slices, n_classes) probabilities (NaN rows: not classified)."""
+    total = len(probabilities)
+    withheld = np.zeros(total, bool) if not_assessed is None else np.asarray(not_assessed, bool)
+    classified = ~np.isnan(probabilities).any(axis=1) if total else np.zeros(0, bool)
+    if (classified | withheld).sum() < total:
+        return SeriesVerdict("pending", total=total)
+    rows = np.flatnonzero(classified & ~withheld)
+    if len(rows) < MIN_ASSESSED:
+        return SeriesVerdict("not assessed", assessed=len(rows), total=total)
+    normal = list(class_ids).index(no_finding)
+    predicted = probabilities[rows].argmax(axis=1)
+    tumour_probability = 1.0 - probabilities[rows, normal]
+    runs, start = [], None
+    for position, is_tumour in enumerate(np.append(predicted != normal, False)):
+        if is_tumour and start is None:
+            start = position
+        elif not is_tumour and start is not None:
+            if position - start >= MIN_RUN:
+                runs.append((start, position))
+            start = None
+    if not runs:
+        return SeriesVerdict("no tumour", assessed=len(rows), total=total,
+                             confidence=float(probabilities[rows, normal].mean()))
+    start, stop = max(runs, key=lambda run: tumour_probability[run[0]:run[1]].mean())
+    classes, counts = np.unique(predicted[start:stop], return_counts=True)
+    majority = classes[int(np.argmax(counts))]
+    confident_type = counts.max() / (stop - start) >= MIN_TYPE_SHARE
+    finding = Finding(
+        class_id=class_ids[int(majority)] if confident_type else None,
+        first=int(rows[start]), last=int(rows[stop - 1]), slices=stop - start,
+        confidence=float(tumour_probability[start:stop].mean()),
+        key_slice=int(rows[start + int(np.argmax(tumour_probability[start:stop]))]),
+    )
+    return SeriesVerdict("tumour", finding, len(rows), total, finding.confidence)
+
+
+def study_verdict(verdicts: dict[str, SeriesVerdict]) -> StudyVerdict:
+    """Return the study's verdict: tumour or no tumour when its judged series agree, else indeterminate."""
+    labels = {v.label for v in verdicts.values()}
+    if not verdicts or labels <= {"pending"}:
+        return StudyVerdict("pending", series=verdicts)
+    judged = [v for v in verdicts.values() if v.label in ("tumour", "no tumour")]
+    if not judged:
+        return StudyVerdict("pending" if "pending" in labels else "not assessed", series=verdicts)
+    if {v.label for v in judged} == {"tumour", "no tumour"}:
+        return StudyVerdict("indeterminate", series=verdicts)
+    if judged[0].label == "no tumour":
+        return StudyVerdict("no tumour", series=verdicts)
+    types = {v.finding.class_id for v in judged}
+    return StudyVerdict("tumour", types.pop() if len(types) == 1 else None, verdicts)
