@@ -165,15 +165,7 @@ def _patient_html(series_list: Sequence[Series], include_identifiers: bool) -> s
 
 def series_report_verdict(series: Series, store: ResultStore, model_id: str, class_ids: list[str]):
     """Return the verdict of a series' reported volume from the stored results (unreadable slices left out)."""
-    from convnest_viewer.verdict import series_verdict
-
-    volume = _report_volume(series, store, model_id)
-    table = store.series_probabilities(model_id, series.key, volume, series.n_slices, len(class_ids))
-    withheld = store.not_assessed_mask(model_id, series.key, volume, series.n_slices)
-    for failed_volume, index in store.failures(model_id, series.key):
-        if failed_volume == volume:
-            withheld[index] = True
-    return series_verdict(table, class_ids, withheld)
+    return store.series_verdict(model_id, series.key, _report_volume(series, store, model_id), series.n_slices, class_ids)
 
 
 def _verdict_html(series_list: Sequence[Series], store: ResultStore, model_id: str, card) -> str:

@@ -91,6 +91,17 @@ class ResultStore:
                 mask[index] = True
         return mask
 
+    def series_verdict(self, model_id: str, series_key: str, volume: int, n_slices: int, class_ids: Sequence[str]):
+        """Return a volume's verdict from the stored results (withheld and unreadable slices left out)."""
+        from convnest_viewer.verdict import series_verdict
+
+        table = self.series_probabilities(model_id, series_key, volume, n_slices, len(class_ids))
+        left_out = self.not_assessed_mask(model_id, series_key, volume, n_slices)
+        for failed_volume, index in self.failures(model_id, series_key):
+            if failed_volume == volume and index < n_slices:
+                left_out[index] = True  # unreadable: neither pending nor assessed
+        return series_verdict(table, class_ids, left_out)
+
     def finished(self, model_id: str, series_key: str) -> set[tuple[int, int]]:
         """Return the (volume, index) pairs classified or failed: nothing more to try there."""
         return self.classified(model_id, series_key) | set(self.failures(model_id, series_key))

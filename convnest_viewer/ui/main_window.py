@@ -322,14 +322,7 @@ class MainWindow(QMainWindow):
             self.worker.classify_series(waiting, waiting.n_slices // 2, 0, background=True)
 
     def _verdict(self, series: Series, volume: int = 0):
-        from convnest_viewer.verdict import series_verdict
-
-        table = self.store.series_probabilities(self.model_id, series.key, volume, series.n_slices, len(self.class_ids))
-        withheld = self.store.not_assessed_mask(self.model_id, series.key, volume, series.n_slices)
-        for failed_volume, index in self.store.failures(self.model_id, series.key):
-            if failed_volume == volume:
-                withheld[index] = True  # unreadable: neither pending nor assessed
-        return series_verdict(table, self.class_ids, withheld)
+        return self.store.series_verdict(self.model_id, series.key, volume, series.n_slices, self.class_ids)
 
     def _refresh_study_summary(self) -> None:
         from convnest_viewer.verdict import study_verdict
