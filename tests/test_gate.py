@@ -53,8 +53,8 @@ def test_noise_blank_and_epi_slices_are_gated_by_the_bundled_model(classifier, t
     assert blank.reason == BLANK_REASON
     epi = _decisions(classifier, [DICOM / "ge-epi-4d"])
     gated = [d for d in epi if not d.assessed]
-    # measured on the bundled model: 45 of the 150 GE EPI slices are gated (30%); the card reports every set
-    assert len(gated) >= 0.25 * len(epi) and {d.reason for d in gated} <= {BLANK_REASON, OUT_OF_DOMAIN_REASON}
+    # measured on the bundled model: 82 of the 150 GE EPI slices are gated (54.7%); the card reports every set
+    assert len(gated) >= 0.5 * len(epi) and {d.reason for d in gated} <= {BLANK_REASON, OUT_OF_DOMAIN_REASON}
 
 
 def test_held_out_in_domain_slices_and_healthy_brain_slices_are_mostly_assessed(classifier):

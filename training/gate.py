@@ -20,7 +20,7 @@ import torch
 from convnest_viewer.inference.card import GateSpec, load_card
 from convnest_viewer.inference.classifier import Classifier, SliceInput
 from convnest_viewer.inference.foreground import head_share
-from convnest_viewer.inference.gate import Gate, StageMahalanobis
+from convnest_viewer.inference.gate import Gate, StageMahalanobis, image_statistics
 from convnest_viewer.inference.preprocess import normalize_uint8, to_uint8
 from convnest_viewer.inference.weights import sha256_of
 from convnest_viewer.io import load_study, percentile_window
@@ -35,26 +35,29 @@ NON_BRAIN_FILES = ("CT_small.dcm", "liver_1frame.dcm", "rtdose_1frame.dcm", "exa
                    "GDCMJ2K_TextGBR.dcm", "image_dfl.dcm", "examples_overlay.dcm")  # spine/head CT, ultrasound, ...
 
 
-def _batched_statistics(classifier: Classifier, inputs: np.ndarray, stages, batch_size: int = 64) -> list[np.ndarray]:
-    parts: list[list[np.ndarray]] = [[] for _ in stages]
+def _batched_statistics(classifier: Classifier, inputs: np.ndarray, spec: GateSpec, batch_size: int = 64) -> list[np.ndarray]:
+    parts: list[list[np.ndarray]] = [[] for _ in range(len(spec.stages) + int(spec.input_statistics))]
     for start in range(0, len(inputs), batch_size):
         batch = torch.from_numpy(np.ascontiguousarray(inputs[start:start + batch_size]))
-        for collected, statistics in zip(parts, classifier.logits_and_stage_statistics(batch, stages)[1]):
-            collected.append(statistics)
+        statistics = classifier.logits_and_stage_statistics(batch, spec.stages)[1]
+        if spec.input_statistics:
+            statistics.append(image_statistics(batch))
+        for collected, part in zip(parts, statistics):
+            collected.append(part)
     return [np.concatenate(collected) for collected in parts]
 
 
-def packed_statistics(classifier: Classifier, images: np.ndarray, stages) -> list[np.ndarray]:
-    """Return the gate's stage statistics of packed 8-bit model images (N, size, size)."""
+def packed_statistics(classifier: Classifier, images: np.ndarray, spec: GateSpec) -> list[np.ndarray]:
+    """Return the gate's statistics of packed 8-bit model images (N, size, size)."""
     inputs = normalize_uint8(images, classifier.spec)[:, None]
     if classifier.spec.channels > 1:
         inputs = np.repeat(inputs, classifier.spec.channels, axis=1)
-    return _batched_statistics(classifier, inputs, stages)
+    return _batched_statistics(classifier, inputs, spec)
 
 
-def input_statistics(classifier: Classifier, inputs: Sequence[SliceInput], stages) -> list[np.ndarray]:
-    """Return the gate's stage statistics of slices prepared by the app's own path."""
-    return _batched_statistics(classifier, np.stack([item.model_input for item in inputs]), stages)
+def input_statistics(classifier: Classifier, inputs: Sequence[SliceInput], spec: GateSpec) -> list[np.ndarray]:
+    """Return the gate's statistics of slices prepared by the app's own path."""
+    return _batched_statistics(classifier, np.stack([item.model_input for item in inputs]), spec)
 
 
 def balanced_sample(data: PackedDataset, indices: np.ndarray, per_group: int, seed: int = 0) -> np.ndarray:
@@ -192,11 +195,11 @@ def fit_gate(model_dir: Path, data: PackedDataset, config: TrainConfig, shared: 
     split = make_split(data, config)
     fit_idx = balanced_sample(data, split.train, per_group, seed)
     groups = np.char.add(np.char.add(data.source[fit_idx].astype(str), "|"), data.labels[fit_idx].astype(str))
-    scorer = StageMahalanobis.fit(packed_statistics(classifier, data.images[fit_idx], spec.stages), groups)
-    scorer.calibrate(packed_statistics(classifier, data.images[split.val], spec.stages))
+    scorer = StageMahalanobis.fit(packed_statistics(classifier, data.images[fit_idx], spec), groups)
+    scorer.calibrate(packed_statistics(classifier, data.images[split.val], spec))
     gate = Gate(spec, scorer)
     val_blanks = [gate.blank_reason(image) for image in data.images[split.val]]
-    val_scores = gated_scores(gate, packed_statistics(classifier, data.images[split.val], spec.stages), val_blanks)
+    val_scores = gated_scores(gate, packed_statistics(classifier, data.images[split.val], spec), val_blanks)
     spec.threshold = float(np.quantile(val_scores[np.isfinite(val_scores)], THRESHOLD_QUANTILE))
 
     evaluation = {"fitted_on": {"slices": int(len(fit_idx)), "per_source_class": per_group},
@@ -206,7 +209,7 @@ def fit_gate(model_dir: Path, data: PackedDataset, config: TrainConfig, shared: 
     for source in np.unique(data.source[split.test]):
         part = split.test[data.source[split.test] == source]
         blanks = [gate.blank_reason(image) for image in data.images[part]]
-        scores = gated_scores(gate, packed_statistics(classifier, data.images[part], spec.stages), blanks)
+        scores = gated_scores(gate, packed_statistics(classifier, data.images[part], spec), blanks)
         in_scores.append(scores)
         gated = scores > spec.threshold
         labels = data.labels[part]
@@ -217,7 +220,7 @@ def fit_gate(model_dir: Path, data: PackedDataset, config: TrainConfig, shared: 
     evaluation["in_domain"]["all"] = {"slices": int(len(in_all)), "gated": round(float((in_all > spec.threshold).mean()), 4)}
     out_all = []
     for name, inputs in out_of_domain_sets(classifier, gate, shared, data, split.test, seed).items():
-        scores = gated_scores(gate, input_statistics(classifier, inputs, spec.stages), [item.blank for item in inputs])
+        scores = gated_scores(gate, input_statistics(classifier, inputs, spec), [item.blank for item in inputs])
         out_all.append(scores)
         evaluation["out_of_domain"][name] = {"slices": len(inputs), "gated": round(float((scores > spec.threshold).mean()), 4),
                                              **separation(in_all, scores)}
@@ -244,7 +247,7 @@ def _healthy_brain_gated(classifier: Classifier, gate: Gate, shared: Path) -> di
         series = load_study([str(path)]).series[0]
         outside = outside_brain([series], 0.4)[series.key]
         inputs = classifier.prepare_slices(series, [(0, i) for i in range(series.n_slices) if i not in outside])[0]
-        scores = gated_scores(gate, input_statistics(classifier, inputs, gate.spec.stages), [item.blank for item in inputs])
+        scores = gated_scores(gate, input_statistics(classifier, inputs, gate.spec), [item.blank for item in inputs])
         result[path.name] = {"slices": len(inputs), "gated": round(float((scores > gate.spec.threshold).mean()), 4)}
     return result
 
@@ -252,7 +255,8 @@ def _healthy_brain_gated(classifier: Classifier, gate: Gate, shared: Path) -> di
 def gate_markdown(model_name: str, evaluation: dict, threshold: float) -> str:
     """Return the gate's evaluation as a Markdown report."""
     lines = [f"# Gate of {model_name}", "",
-             f"Stage-Mahalanobis score threshold {threshold:.2f} ({evaluation['threshold_rule']}); blank rule: head under "
+             f"Stage-Mahalanobis score (feature stages 0 and 1 and 7 input statistics) threshold {threshold:.2f} "
+             f"({evaluation['threshold_rule']}); blank rule: head under "
              f"3% of the slice or 8-bit contrast under 8. Fitted on {evaluation['fitted_on']['slices']} training slices.",
              "", "## In-domain (held-out test slices of every training source)", "",
              "| Set | Slices | Gated | Gated per class |", "| --- | ---: | ---: | --- |"]

@@ -54,6 +54,7 @@ class GateSpec:
 
     method: str = "stage-mahalanobis"  # Mahalanobis scores of early feature stages' channel statistics, summed
     stages: tuple[int, ...] = (0, 1)  # which feature stages (timm forward_intermediates indices)
+    input_statistics: bool = True  # also score 7 statistics of the model input (sharpness, intensity, foreground)
     file: str = "gate.safetensors"  # per stage: group means and shared precision; the standardisation
     sha256: str = ""
     threshold: float = float("inf")  # slices scoring above it are not assessed

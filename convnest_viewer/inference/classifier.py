@@ -13,7 +13,7 @@ import torch
 from convnest_viewer.inference.card import ModelCard, ModelCardError, load_card
 from convnest_viewer.inference.factory import create_classifier
 from convnest_viewer.inference.preprocess import Letterbox, preprocess, to_uint8
-from convnest_viewer.inference.gate import Gate, GateDecision, stage_statistics
+from convnest_viewer.inference.gate import Gate, GateDecision, image_statistics, stage_statistics
 from convnest_viewer.inference.weights import load_state_dict
 from convnest_viewer.io.model import Series, Window
 from convnest_viewer.io.pixels import PixelReadError
@@ -186,6 +186,8 @@ class Classifier:
                 probabilities.append(self.probabilities_from_logits(self.logits(batch)))
                 continue
             logits, statistics = self.logits_and_stage_statistics(batch, self.gate.spec.stages)
+            if self.gate.spec.input_statistics:
+                statistics.append(image_statistics(batch))
             probabilities.append(self.probabilities_from_logits(logits))
             scores.extend(float(v) for v in self.gate.scorer.scores(statistics))
         probabilities = np.concatenate(probabilities) if probabilities else np.zeros((0, self.card.num_classes))

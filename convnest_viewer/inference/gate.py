@@ -3,8 +3,9 @@
 Two checks, both stored with the model (the card's `gate` and a safetensors file of statistics):
 - an image rule on the 8-bit windowed slice: too little head (foreground) or too little contrast means blank;
 - an out-of-distribution score: for each early feature stage, the per-channel mean and standard deviation of its
-  activations, scored by the smallest Mahalanobis distance to the training slices of each (source, class) under
-  one shared covariance (Lee et al., 2018), standardised on validation slices and summed over stages. Early
+  activations (and, when the card says so, 7 statistics of the model input itself: intensity, gradients,
+  Laplacian, foreground), scored by the smallest Mahalanobis distance to the training slices of each
+  (source, class) under one shared covariance (Lee et al., 2018), standardised on validation slices and summed. Early
   stages see intensity and texture statistics, where EPI, masks, CT and damaged images differ from the training
   MRI; the last stage's features separate them barely better than chance (measured: training/reports). Above
   the card's threshold, chosen on validation slices, the slice is "not assessed".
@@ -77,6 +78,21 @@ class MahalanobisScorer:
         return cls(tensors["means"], tensors["precision"])
 
 
+def image_statistics(batch: torch.Tensor) -> np.ndarray:
+    """Return 7 statistics per model input (N, C, H, W): mean, deviation, mean horizontal and vertical gradient,
+    mean Laplacian, foreground share and Laplacian-to-gradient ratio; upsampled EPI and other sources differ there."""
+    x = batch.float().cpu()
+    x = x.mean(dim=1, keepdim=True)
+    gradient_x = (x[..., :, 1:] - x[..., :, :-1]).abs().mean(dim=(1, 2, 3))
+    gradient_y = (x[..., 1:, :] - x[..., :-1, :]).abs().mean(dim=(1, 2, 3))
+    laplacian = (4 * x[..., 1:-1, 1:-1] - x[..., :-2, 1:-1] - x[..., 2:, 1:-1] - x[..., 1:-1, :-2]
+                 - x[..., 1:-1, 2:]).abs().mean(dim=(1, 2, 3))
+    foreground = (x > x.amin(dim=(2, 3), keepdim=True) + 0.1).float().mean(dim=(1, 2, 3))
+    columns = [x.mean(dim=(1, 2, 3)), x.std(dim=(1, 2, 3)), gradient_x, gradient_y, laplacian, foreground,
+               laplacian / (gradient_x + gradient_y + 1e-3)]
+    return torch.stack(columns, dim=1).double().numpy()
+
+
 def stage_statistics(stage_outputs) -> list[np.ndarray]:
     """Return, per feature stage (N, C, H, W), the per-channel mean and standard deviation (N, 2C) as float64."""
     return [torch.cat([t.float().mean(dim=(2, 3)), t.float().std(dim=(2, 3))], dim=1).double().cpu().numpy()
@@ -147,8 +163,9 @@ class Gate:
         if spec.method != "stage-mahalanobis":
             raise ModelCardError(f"{folder}: unknown gate method {spec.method!r} (this app knows 'stage-mahalanobis')")
         scorer = StageMahalanobis.load(Path(folder) / spec.file)
-        if len(scorer.scorers) != len(spec.stages):
-            raise ModelCardError(f"{folder}: the gate file has {len(scorer.scorers)} stages, the card names {spec.stages}")
+        expected = len(spec.stages) + int(spec.input_statistics)
+        if len(scorer.scorers) != expected:
+            raise ModelCardError(f"{folder}: the gate file has {len(scorer.scorers)} score parts, the card implies {expected}")
         return cls(spec, scorer)
 
     def blank_reason(self, image_uint8: np.ndarray) -> str | None:
