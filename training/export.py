@@ -60,5 +60,6 @@ def limitations(report: dict) -> str:
     if healthy:
         called = ", ".join(f"{name} {1 - row['no_tumour_share']:.0%}" for name, row in healthy)
         parts.append(f"On healthy heads it never saw, the share of slices called a tumour was: {called}.")
-    parts.append("Slices outside the brain (neck, vertex, blank or noise slices) still get a class; read them with care.")
+    parts.append("Slices outside the brain, blank slices and other images are withheld only if the model has a gate "
+                 "(`convnest gate-fit`), and even then not all of them: read every class with care.")
     return " ".join(parts)
