@@ -75,13 +75,16 @@ def run_classify(args: argparse.Namespace) -> int:
         "notes": [{"path": str(n.path), "note": n.text} for _, result in loaded for n in result.notes],
     }
     total = sum(s.n_slices * s.n_volumes for _, result in loaded for s in result.series)
+    verdicts = {}
     from tqdm import tqdm
 
     with tqdm(total=total, unit="slice", file=sys.stderr, disable=None, desc="classifying") as bar:
         for path, result in loaded:
             for series in result.series:
-                report["series"].append(_classify_series(classifier, series, path, args, bar, len(report["series"])))
-    report["study_verdict"] = _study_verdict_json(report, classifier)
+                entry, verdict = _classify_series(classifier, series, path, args, bar, len(report["series"]))
+                verdicts[len(report["series"])] = verdict  # by position: a series given twice counts twice, as listed
+                report["series"].append(entry)
+    report["study_verdict"] = _study_verdict_json(verdicts, classifier.card)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -121,13 +124,21 @@ def classify_series(classifier, series, batch_size: int = 16, on_batch=None) -> 
             on_batch(len(chunk))
 
 
-def _classify_series(classifier, series, path, args, bar, ordinal: int) -> dict:
+def _classify_series(classifier, series, path, args, bar, ordinal: int) -> tuple[dict, object]:
+    """Classify one series; return its JSON entry and its verdict (built by the store the viewer uses too)."""
+    from convnest_viewer.results import ResultStore
+
     entry = {"uid": series.uid, "path": str(path), "description": series.description, "slices": []}
+    store, model_id = ResultStore(), classifier.weights_sha256
     for outcome in classify_series(classifier, series, args.batch_size, bar.update):
         if outcome.error is not None:
+            store.put_failure(model_id, series.key, outcome.volume, outcome.index, outcome.error)
             entry.setdefault("errors", []).append({"index": outcome.index, "volume": outcome.volume, "reason": outcome.error})
             continue
         decision = outcome.decision
+        if not decision.assessed:
+            store.put_not_assessed(model_id, series.key, outcome.volume, outcome.index, decision.reason)
+        store.put_probabilities(model_id, series.key, outcome.volume, outcome.index, outcome.probabilities)
         result = {
             "index": outcome.index,
             "volume": outcome.volume,
@@ -141,24 +152,9 @@ def _classify_series(classifier, series, path, args, bar, ordinal: int) -> dict:
         if args.explain:
             result["overlay"] = str(_write_overlay(classifier, series, outcome.prepared, args, ordinal))
         entry["slices"].append(result)
-    entry["verdict"] = verdict_json(_series_verdict(entry, series, classifier.class_ids), classifier.card)
-    return entry
-
-
-def _series_verdict(entry: dict, series, class_ids):
-    """Return the verdict of a classified series' first volume from its JSON entry."""
-    from convnest_viewer.verdict import series_verdict
-
-    table = np.full((series.n_slices, len(class_ids)), np.nan)
-    withheld = np.zeros(series.n_slices, bool)
-    for item in entry["slices"]:
-        if item["volume"] == 0:
-            table[item["index"]] = [item["probabilities"][c] for c in class_ids]
-            withheld[item["index"]] = item["predicted"] is None
-    for error in entry.get("errors", []):
-        if error["volume"] == 0:
-            withheld[error["index"]] = True  # unreadable: neither pending nor assessed
-    return series_verdict(table, class_ids, withheld)
+    verdict = store.series_verdict(model_id, series.key, 0, series.n_slices, classifier.class_ids)
+    entry["verdict"] = verdict_json(verdict, classifier.card)
+    return entry, verdict
 
 
 def verdict_json(verdict, card) -> dict:
@@ -172,19 +168,12 @@ def verdict_json(verdict, card) -> dict:
     return result
 
 
-def _study_verdict_json(report: dict, classifier) -> dict:
-    """Return the study verdict over every classified series of the report."""
-    from convnest_viewer.verdict import Finding, SeriesVerdict, study_verdict
+def _study_verdict_json(verdicts: dict, card) -> dict:
+    """Return the study verdict over every classified series' verdict, as JSON."""
+    from convnest_viewer.verdict import study_verdict
 
-    verdicts = {}
-    for number, series in enumerate(report["series"]):
-        raw = series["verdict"]
-        finding = (Finding(raw["type"], raw["first_slice"] - 1, raw["last_slice"] - 1, 0, raw["confidence"],
-                           raw["key_slice"] - 1) if raw["label"] == "tumour" else None)
-        verdicts[f"{number}"] = SeriesVerdict(raw["label"], finding, raw["assessed"], raw["slices"])
     study = study_verdict(verdicts)
-    return {"label": study.label, "type": study.class_id,
-            "text": study.text({c.id: c.display for c in classifier.card.classes})}
+    return {"label": study.label, "type": study.class_id, "text": study.text({c.id: c.display for c in card.classes})}
 
 
 def _write_overlay(classifier, series, item, args, ordinal: int) -> Path:

@@ -16,7 +16,7 @@ from convnest_viewer import __version__
 from convnest_viewer.inference.explain import METHOD_NAMES, Heatmap
 from convnest_viewer.io.model import Series
 from convnest_viewer.render import overlay_rgb, png_bytes
-from convnest_viewer.results import ResultStore, SeriesSummary, summarize
+from convnest_viewer.results import ResultStore, SeriesSummary
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def _csv_rows(series: Series, store: ResultStore, model_id: str, class_ids: list
         for index in range(series.n_slices):
             probabilities = store.probabilities(model_id, series.key, volume, index)
             if probabilities is not None:
-                reason = store.not_assessed(model_id, series.key, volume).get((volume, index))
+                reason = store.not_assessed_reason(model_id, series.key, volume, index)
                 yield lead + _slice_cells(series, volume, index, probabilities, class_ids, reason)
 
 
@@ -186,9 +186,8 @@ def _series_html(series: Series, store: ResultStore, model_id: str, card, heatma
     class_ids = list(card.class_ids)
     names = {c.id: c.display for c in card.classes}
     table = store.series_probabilities(model_id, series.key, volume, series.n_slices, len(class_ids))
-    failed = sum(v == volume for v, _ in store.failures(model_id, series.key))
+    summary = store.series_summary(model_id, series.key, volume, series.n_slices, class_ids)
     withheld = store.not_assessed_mask(model_id, series.key, volume, series.n_slices)
-    summary = summarize(table, class_ids, failed, withheld)
     table = np.where(withheld[:, None], np.nan, table)  # no class where the gate withheld the answer
     facts = [("Description", series.description), ("Modality", series.modality), ("Slices", series.n_slices)]
     title = f"Series {series.number}" if series.number is not None else "Series"

@@ -83,6 +83,23 @@ class ResultStore:
             return {(v, i): r for (m, s, v, i), r in self._not_assessed.items()
                     if m == model_id and s == series_key and (volume is None or v == volume)}
 
+    def not_assessed_reason(self, model_id: str, series_key: str, volume: int, index: int) -> str | None:
+        """Return why the gate withheld one slice's answer, or None if it did not (or the slice is not done)."""
+        with self._lock:
+            return self._not_assessed.get((model_id, series_key, volume, index))
+
+    def failed_count(self, model_id: str, series_key: str, volume: int) -> int:
+        """Return how many slices of one volume could not be classified."""
+        with self._lock:
+            return sum(m == model_id and s == series_key and v == volume for (m, s, v, _) in self._failures)
+
+    def series_summary(self, model_id: str, series_key: str, volume: int, n_slices: int,
+                       class_ids: Sequence[str]) -> "SeriesSummary":
+        """Return a volume's summary from the stored results, counting only the slices the gate assessed."""
+        table = self.series_probabilities(model_id, series_key, volume, n_slices, len(class_ids))
+        return summarize(table, class_ids, self.failed_count(model_id, series_key, volume),
+                         self.not_assessed_mask(model_id, series_key, volume, n_slices))
+
     def not_assessed_mask(self, model_id: str, series_key: str, volume: int, n_slices: int) -> np.ndarray:
         """Return a boolean (n_slices,) mask of a volume's slices the gate withheld."""
         mask = np.zeros(n_slices, bool)

@@ -20,7 +20,7 @@ import torch
 from convnest_viewer.inference.card import GateSpec, load_card
 from convnest_viewer.inference.classifier import Classifier, SliceInput
 from convnest_viewer.inference.foreground import head_share
-from convnest_viewer.inference.gate import Gate, StageMahalanobis, image_statistics
+from convnest_viewer.inference.gate import Gate, StageMahalanobis
 from convnest_viewer.inference.preprocess import normalize_uint8, to_uint8
 from convnest_viewer.inference.weights import sha256_of
 from convnest_viewer.io import load_study, percentile_window
@@ -39,10 +39,7 @@ def _batched_statistics(classifier: Classifier, inputs: np.ndarray, spec: GateSp
     parts: list[list[np.ndarray]] = [[] for _ in range(len(spec.stages) + int(spec.input_statistics))]
     for start in range(0, len(inputs), batch_size):
         batch = torch.from_numpy(np.ascontiguousarray(inputs[start:start + batch_size]))
-        statistics = classifier.logits_and_stage_statistics(batch, spec.stages)[1]
-        if spec.input_statistics:
-            statistics.append(image_statistics(batch))
-        for collected, part in zip(parts, statistics):
+        for collected, part in zip(parts, classifier.logits_and_gate_statistics(batch, spec)[1]):
             collected.append(part)
     return [np.concatenate(collected) for collected in parts]
 
@@ -196,10 +193,11 @@ def fit_gate(model_dir: Path, data: PackedDataset, config: TrainConfig, shared: 
     fit_idx = balanced_sample(data, split.train, per_group, seed)
     groups = np.char.add(np.char.add(data.source[fit_idx].astype(str), "|"), data.labels[fit_idx].astype(str))
     scorer = StageMahalanobis.fit(packed_statistics(classifier, data.images[fit_idx], spec), groups)
-    scorer.calibrate(packed_statistics(classifier, data.images[split.val], spec))
+    val_statistics = packed_statistics(classifier, data.images[split.val], spec)
+    scorer.calibrate(val_statistics)
     gate = Gate(spec, scorer)
     val_blanks = [gate.blank_reason(image) for image in data.images[split.val]]
-    val_scores = gated_scores(gate, packed_statistics(classifier, data.images[split.val], spec), val_blanks)
+    val_scores = gated_scores(gate, val_statistics, val_blanks)
     spec.threshold = float(np.quantile(val_scores[np.isfinite(val_scores)], THRESHOLD_QUANTILE))
 
     evaluation = {"fitted_on": {"slices": int(len(fit_idx)), "per_source_class": per_group},

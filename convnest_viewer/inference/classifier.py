@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from convnest_viewer.inference.card import ModelCard, ModelCardError, load_card
+from convnest_viewer.inference.card import GateSpec, ModelCard, ModelCardError, load_card
 from convnest_viewer.inference.factory import create_classifier
 from convnest_viewer.inference.preprocess import Letterbox, preprocess, to_uint8
 from convnest_viewer.inference.gate import Gate, GateDecision, image_statistics, stage_statistics
@@ -178,21 +178,16 @@ class Classifier:
     def assess_inputs(self, inputs: np.ndarray, blanks: Sequence[str | None] | None = None, batch_size: int = 16
                       ) -> tuple[np.ndarray, list[GateDecision]]:
         """Return calibrated probabilities (N, classes) and the gate's decision for each preprocessed input."""
+        if self.gate is None:
+            return self.predict_inputs(inputs, batch_size), [GateDecision(True) for _ in range(len(inputs))]
         blanks = list(blanks) if blanks is not None else [None] * len(inputs)
         probabilities, scores = [], []
         for start in range(0, len(inputs), batch_size):
             batch = torch.from_numpy(np.ascontiguousarray(inputs[start:start + batch_size]))
-            if self.gate is None:
-                probabilities.append(self.probabilities_from_logits(self.logits(batch)))
-                continue
-            logits, statistics = self.logits_and_stage_statistics(batch, self.gate.spec.stages)
-            if self.gate.spec.input_statistics:
-                statistics.append(image_statistics(batch))
+            logits, statistics = self.logits_and_gate_statistics(batch, self.gate.spec)
             probabilities.append(self.probabilities_from_logits(logits))
             scores.extend(float(v) for v in self.gate.scorer.scores(statistics))
         probabilities = np.concatenate(probabilities) if probabilities else np.zeros((0, self.card.num_classes))
-        if self.gate is None:
-            return probabilities, [GateDecision(True) for _ in range(len(inputs))]
         return probabilities, [self.gate.decide(blank, score) for blank, score in zip(blanks, scores)]
 
     def predict_inputs(self, inputs: np.ndarray, batch_size: int = 16) -> np.ndarray:
@@ -221,13 +216,17 @@ class Classifier:
         return self.model(batch).float()
 
     @torch.inference_mode()
-    def logits_and_stage_statistics(self, batch: torch.Tensor, stages: Sequence[int]) -> tuple[torch.Tensor, list[np.ndarray]]:
-        """Return raw logits and the channel statistics of the given feature stages, in one forward pass."""
+    def logits_and_gate_statistics(self, batch: torch.Tensor, spec: GateSpec) -> tuple[torch.Tensor, list[np.ndarray]]:
+        """Return raw logits and the statistics a gate scores (its feature stages' channel statistics, then the
+        input's own statistics if the spec asks for them), in one forward pass."""
         batch = batch.to(self.device, non_blocking=True)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            final, intermediates = self.model.forward_intermediates(batch, indices=list(stages))
+            final, intermediates = self.model.forward_intermediates(batch, indices=list(spec.stages))
             logits = self.model.forward_head(final)
-        return logits.float(), stage_statistics(intermediates)
+        statistics = stage_statistics(intermediates)
+        if spec.input_statistics:
+            statistics.append(image_statistics(batch))
+        return logits.float(), statistics
 
     def probabilities_from_logits(self, logits: torch.Tensor) -> np.ndarray:
         """Return temperature-scaled softmax probabilities as float64 numpy."""

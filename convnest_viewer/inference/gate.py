@@ -60,23 +60,6 @@ class MahalanobisScorer:
         distances = torch.einsum("ncd,de,nce->nc", differences, self.precision, differences)
         return distances.min(dim=1).values.clamp_min(0).sqrt().numpy()
 
-    def save(self, path: Path) -> None:
-        """Write the statistics as safetensors."""
-        from safetensors.torch import save_file
-
-        save_file({"means": self.means.float().contiguous(), "precision": self.precision.float().contiguous()},
-                  str(path), metadata={"method": "mahalanobis"})
-
-    @classmethod
-    def load(cls, path: Path) -> "MahalanobisScorer":
-        """Read statistics written by save()."""
-        from safetensors.torch import load_file
-
-        tensors = load_file(str(path))
-        if set(tensors) != {"means", "precision"}:
-            raise ModelCardError(f"{path}: a Mahalanobis gate needs 'means' and 'precision', found {sorted(tensors)}")
-        return cls(tensors["means"], tensors["precision"])
-
 
 def image_statistics(batch: torch.Tensor) -> np.ndarray:
     """Return 7 statistics per model input (N, C, H, W): mean, deviation, mean horizontal and vertical gradient,

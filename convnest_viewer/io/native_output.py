@@ -56,3 +56,9 @@ def _messages(text: str) -> list[str]:
         if len(found) == _MAX_LINES:
             break
     return found
+
+
+def last_line(exc: Exception) -> str:
+    """Return the last non-empty line of an exception's text (ITK and SimpleITK put the reason there)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from convnest_viewer.io.limits import volume_size_problem
-from convnest_viewer.io.native_output import captured_stderr
+from convnest_viewer.io.native_output import captured_stderr, last_line
 from convnest_viewer.io.model import Series, SliceRef, Skipped, StudyInfo
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -29,7 +29,7 @@ def read_nifti_series(path: Path) -> Series | Skipped:
         with captured_stderr() as messages:
             reader.ReadImageInformation()
     except RuntimeError as exc:
-        return Skipped(path, f"unreadable NIfTI: {_first_line(exc)}")
+        return Skipped(path, f"unreadable NIfTI: {last_line(exc)}")
     for message in messages:
         warnings.warn(message)  # the loader turns it into a note on this file
     size = reader.GetSize()  # x, y, z[, t]
@@ -113,8 +113,3 @@ def _bytes_per_voxel(reader) -> int:
     name = sitk.GetPixelIDValueAsString(reader.GetPixelID())  # e.g. "16-bit signed integer", "vector of 32-bit float"
     bits = re.search(r"(\d+)-bit", name)
     return (int(bits.group(1)) // 8 if bits else 8) * max(reader.GetNumberOfComponents(), 1)
-
-
-def _first_line(exc: Exception) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[-1] if lines else type(exc).__name__

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Callable, Hashable
 import numpy as np
 
 from convnest_viewer.io.model import SliceRef, Window
+from convnest_viewer.io.native_output import captured_stderr, last_line
 
 if TYPE_CHECKING:
     from convnest_viewer.io.model import Series
@@ -142,7 +143,7 @@ def read_once(path: Path, part: Hashable, load: Callable[[], np.ndarray]) -> np.
     try:
         return PIXEL_CACHE.get_or_load((part, str(path)), load)
     except Exception as exc:
-        reason = str(exc) if isinstance(exc, PixelReadError) else f"{path}: cannot read pixels: {_last_line(exc)}"
+        reason = str(exc) if isinstance(exc, PixelReadError) else f"{path}: cannot read pixels: {last_line(exc)}"
         _FAILED_READS[failure_key] = reason
         raise PixelReadError(reason) from exc
 
@@ -160,8 +161,6 @@ def read_nifti_slice(path: Path, z: int, t: int | None) -> np.ndarray:
 def read_nifti_volume(path: Path) -> np.ndarray:
     """Return a NIfTI file's voxels as a numpy array ((t,) z, y, x), as SimpleITK reads them."""
     import SimpleITK as sitk
-
-    from convnest_viewer.io.native_output import captured_stderr
 
     if path.name.lower().endswith(".gz"):
         _check_gzip_stream(path)  # ITK fills a truncated stream with zeros and carries on
@@ -182,16 +181,9 @@ def _check_gzip_stream(path: Path) -> None:
         raise PixelReadError(f"{path}: truncated or damaged gzip data: {exc}") from exc
 
 
-def _last_line(exc: Exception) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[-1] if lines else type(exc).__name__
-
-
 def read_raster(path: Path) -> np.ndarray:
     """Decode a PNG/JPEG/BMP/TIFF file to a 2-D or colour array."""
     import cv2
-
-    from convnest_viewer.io.native_output import captured_stderr
 
     data = np.fromfile(str(path), dtype=np.uint8)
     with captured_stderr() as messages:

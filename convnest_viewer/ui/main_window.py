@@ -298,17 +298,10 @@ class MainWindow(QMainWindow):
             self._classify_next_in_background()
 
     def _summary(self, series: Series, volume: int = 0):
-        from convnest_viewer.results import summarize
-
-        table = self.store.series_probabilities(self.model_id, series.key, volume, series.n_slices, len(self.class_ids))
-        withheld = self.store.not_assessed_mask(self.model_id, series.key, volume, series.n_slices)
-        return summarize(table, self.class_ids, self._failed_count(series, volume), withheld)
+        return self.store.series_summary(self.model_id, series.key, volume, series.n_slices, self.class_ids)
 
     def _not_assessed_reason(self, key: str, volume: int, index: int) -> str | None:
-        return self.store.not_assessed(self.model_id, key, volume).get((volume, index)) if self.model_id else None
-
-    def _failed_count(self, series: Series, volume: int) -> int:
-        return sum(v == volume for v, _ in self.store.failures(self.model_id, series.key))
+        return self.store.not_assessed_reason(self.model_id, key, volume, index) if self.model_id else None
 
     def _is_classified(self, series: Series) -> bool:
         return len(self.store.finished(self.model_id, series.key)) >= series.n_slices * series.n_volumes
@@ -524,7 +517,8 @@ class MainWindow(QMainWindow):
             return
         table = self.store.series_probabilities(self.model_id, self.series.key, self.volume, self.series.n_slices, len(self.class_ids))
         withheld = self.store.not_assessed_mask(self.model_id, self.series.key, self.volume, self.series.n_slices)
-        self.panel.show_series(table, self.index, self._failed_count(self.series, self.volume), withheld)
+        self.panel.show_series(table, self.index, self.store.failed_count(self.model_id, self.series.key, self.volume),
+                               withheld)
 
     # --- window / level -------------------------------------------------------------------------
     def _window_changed(self, window: Window) -> None:
