@@ -6,9 +6,7 @@ import argparse
 import json
 import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -25,6 +23,9 @@ def add_classify_parser(commands) -> None:
     parser.add_argument("--explain", choices=["gradcam", "shap"], help="write a heatmap overlay PNG per slice")
     parser.add_argument("--target", help="class to explain (default: each slice's predicted class)")
     parser.add_argument("--out", type=Path, help="folder for the overlays written by --explain")
+    parser.add_argument("--report", type=Path, metavar="FILE.html",
+                        help="also write the study report (HTML, and CSV beside it) as the viewer's Export Report does")
+    parser.add_argument("--identifiers", action="store_true", help="put patient identifiers in the --report")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.set_defaults(handler=run_classify)
 
@@ -38,7 +39,7 @@ def _device_name(text: str) -> str:
 
 def run_classify(args: argparse.Namespace) -> int:
     """Run classify; return an exit status from `exit_codes` (bad options, missing paths, model refused ...)."""
-    from convnest_viewer.cli import quiet_warnings, report_missing_paths
+    from convnest_viewer.cli_common import quiet_warnings, report_missing_paths
     from convnest_viewer.inference.card import ModelCardError
     from convnest_viewer.io import load_study
 
@@ -78,13 +79,25 @@ def run_classify(args: argparse.Namespace) -> int:
     verdicts = {}
     from tqdm import tqdm
 
+    from convnest_viewer.results import ResultStore
+
+    store = ResultStore()
+
     with tqdm(total=total, unit="slice", file=sys.stderr, disable=None, desc="classifying") as bar:
         for path, result in loaded:
             for series in result.series:
-                entry, verdict = _classify_series(classifier, series, path, args, bar, len(report["series"]))
+                entry, verdict = _classify_series(classifier, series, path, args, bar, len(report["series"]), store)
                 verdicts[len(report["series"])] = verdict  # by position: a series given twice counts twice, as listed
                 report["series"].append(entry)
     report["study_verdict"] = _study_verdict_json(verdicts, classifier.card)
+    if args.report:
+        from convnest_viewer.session import write_report
+
+        series_list = [series for _, result in loaded for series in result.series]
+        html, csv_path = write_report(classifier, store, series_list, args.report, args.identifiers,
+                                      args.explain or "gradcam", args.batch_size)
+        report["report"] = {"html": str(html), "csv": str(csv_path)}
+        print(f"report written: {html} and {csv_path}", file=sys.stderr)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -92,53 +105,18 @@ def run_classify(args: argparse.Namespace) -> int:
     return exit_codes.OK if report["series"] else exit_codes.NOTHING_USABLE
 
 
-@dataclass
-class SliceOutcome:
-    """One slice's classification: its probabilities, or why it could not be read."""
-
-    volume: int
-    index: int
-    probabilities: np.ndarray | None = None
-    error: str | None = None
-    prepared: object = None  # the SliceInput (pixels, window, model input) when read
-    decision: object = None  # the gate's GateDecision: whether the model's answer counts for this slice
-
-
-def classify_series(classifier, series, batch_size: int = 16, on_batch=None) -> Iterator[SliceOutcome]:
-    """Classify every slice of every volume of a series, in batches; on_batch(count) reports progress.
-
-    The one loop `convnest classify` and the training module's volume evaluation run over a series.
-    """
-    positions = [(v, i) for v in range(series.n_volumes) for i in range(series.n_slices)]
-    for start in range(0, len(positions), batch_size):
-        chunk = positions[start:start + batch_size]
-        prepared, failed = classifier.prepare_slices(series, chunk)
-        for volume, index, reason in failed:
-            yield SliceOutcome(volume, index, error=reason)
-        if prepared:
-            probabilities, decisions = classifier.assess_inputs(
-                np.stack([p.model_input for p in prepared]), [p.blank for p in prepared], batch_size)
-            for item, probs, decision in zip(prepared, probabilities, decisions):
-                yield SliceOutcome(item.volume, item.index, probs, prepared=item, decision=decision)
-        if on_batch is not None:
-            on_batch(len(chunk))
-
-
-def _classify_series(classifier, series, path, args, bar, ordinal: int) -> tuple[dict, object]:
-    """Classify one series; return its JSON entry and its verdict (built by the store the viewer uses too)."""
-    from convnest_viewer.results import ResultStore
+def _classify_series(classifier, series, path, args, bar, ordinal: int, store) -> tuple[dict, object]:
+    """Classify one series into the store; return its JSON entry and its verdict (built as the viewer does)."""
+    from convnest_viewer.session import classify_series, store_outcome
 
     entry = {"uid": series.uid, "path": str(path), "description": series.description, "slices": []}
-    store, model_id = ResultStore(), classifier.weights_sha256
+    model_id = classifier.weights_sha256
     for outcome in classify_series(classifier, series, args.batch_size, bar.update):
+        store_outcome(store, model_id, series.key, outcome)
         if outcome.error is not None:
-            store.put_failure(model_id, series.key, outcome.volume, outcome.index, outcome.error)
             entry.setdefault("errors", []).append({"index": outcome.index, "volume": outcome.volume, "reason": outcome.error})
             continue
         decision = outcome.decision
-        if not decision.assessed:
-            store.put_not_assessed(model_id, series.key, outcome.volume, outcome.index, decision.reason)
-        store.put_probabilities(model_id, series.key, outcome.volume, outcome.index, outcome.probabilities)
         result = {
             "index": outcome.index,
             "volume": outcome.volume,
@@ -152,7 +130,8 @@ def _classify_series(classifier, series, path, args, bar, ordinal: int) -> tuple
         if args.explain:
             result["overlay"] = str(_write_overlay(classifier, series, outcome.prepared, args, ordinal))
         entry["slices"].append(result)
-    verdict = store.series_verdict(model_id, series.key, 0, series.n_slices, classifier.class_ids)
+    verdict = store.series_verdict(model_id, series.key, 0, series.n_slices, classifier.class_ids,
+                                   classifier.card.no_finding_id)
     entry["verdict"] = verdict_json(verdict, classifier.card)
     return entry, verdict
 

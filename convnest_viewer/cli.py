@@ -8,6 +8,7 @@ import sys
 from typing import Sequence
 
 from convnest_viewer import __version__, exit_codes
+from convnest_viewer.cli_common import quiet_warnings, report_missing_paths
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -48,16 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def quiet_warnings() -> None:
-    """Keep Python warnings off stderr: the loader reports odd files as notes, and a decoder's complaint about one
-    slice is not the user's business."""
-    import logging
-
-    from convnest_viewer.logs import route_warnings
-
-    route_warnings(logging.NullHandler())
-
-
 def _run_info(args: argparse.Namespace) -> int:
     from convnest_viewer.io import load_study
 
@@ -72,16 +63,6 @@ def _run_info(args: argparse.Namespace) -> int:
     else:
         print(info_table(result))
     return exit_codes.OK if result.series else exit_codes.NOTHING_USABLE
-
-
-def report_missing_paths(command: str, paths: Sequence[str]) -> list[str]:
-    """Print one line on stderr for each path that does not exist; return those paths."""
-    from pathlib import Path
-
-    missing = [path for path in paths if not Path(path).expanduser().exists()]
-    for path in missing:
-        print(f"convnest {command}: {path}: no such file or folder", file=sys.stderr)
-    return missing
 
 
 def info_json(result) -> dict:

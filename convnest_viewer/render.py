@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from convnest_viewer.io.model import Window
+from convnest_viewer.io.window import Window
 from convnest_viewer.io.pixels import apply_window
 
 COLORMAPS = {"jet": cv2.COLORMAP_JET, "inferno": cv2.COLORMAP_INFERNO, "viridis": cv2.COLORMAP_VIRIDIS, "hot": cv2.COLORMAP_HOT}

@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from convnest_viewer import __version__
-from convnest_viewer.inference.explain import METHOD_NAMES, Heatmap
+from convnest_viewer.inference.heatmap import METHOD_NAMES, Heatmap
 from convnest_viewer.io.model import Series
 from convnest_viewer.render import overlay_rgb, png_bytes
 from convnest_viewer.results import ResultStore, SeriesSummary
@@ -163,9 +163,10 @@ def _patient_html(series_list: Sequence[Series], include_identifiers: bool) -> s
     return "<h2>Patient</h2>\n" + "\n".join(blocks)
 
 
-def series_report_verdict(series: Series, store: ResultStore, model_id: str, class_ids: list[str]):
+def series_report_verdict(series: Series, store: ResultStore, model_id: str, card):
     """Return the verdict of a series' reported volume from the stored results (unreadable slices left out)."""
-    return store.series_verdict(model_id, series.key, _report_volume(series, store, model_id), series.n_slices, class_ids)
+    return store.series_verdict(model_id, series.key, _report_volume(series, store, model_id), series.n_slices,
+                                card.class_ids, card.no_finding_id)
 
 
 def _verdict_html(series_list: Sequence[Series], store: ResultStore, model_id: str, card) -> str:
@@ -173,7 +174,7 @@ def _verdict_html(series_list: Sequence[Series], store: ResultStore, model_id: s
     from convnest_viewer.verdict import study_verdict
 
     names = {c.id: c.display for c in card.classes}
-    verdicts = {series.key: series_report_verdict(series, store, model_id, list(card.class_ids)) for series in series_list}
+    verdicts = {series.key: series_report_verdict(series, store, model_id, card) for series in series_list}
     rows = [(f"{series.number}: {series.description}" if series.number is not None else series.description,
              verdicts[series.key].text(names)) for series in series_list]
     return (f"<h2>Verdict</h2>\n<p><strong>{_e(study_verdict(verdicts).text(names))}</strong></p>\n"
@@ -186,7 +187,7 @@ def _series_html(series: Series, store: ResultStore, model_id: str, card, heatma
     class_ids = list(card.class_ids)
     names = {c.id: c.display for c in card.classes}
     table = store.series_probabilities(model_id, series.key, volume, series.n_slices, len(class_ids))
-    summary = store.series_summary(model_id, series.key, volume, series.n_slices, class_ids)
+    summary = store.series_summary(model_id, series.key, volume, series.n_slices, class_ids, card.no_finding_id)
     withheld = store.not_assessed_mask(model_id, series.key, volume, series.n_slices)
     table = np.where(withheld[:, None], np.nan, table)  # no class where the gate withheld the answer
     facts = [("Description", series.description), ("Modality", series.modality), ("Slices", series.n_slices)]

@@ -9,9 +9,8 @@ from typing import Sequence
 
 import numpy as np
 
-from convnest_viewer.inference.explain import Heatmap
+from convnest_viewer.inference.heatmap import Heatmap
 
-NO_TUMOUR = "notumor"
 
 
 @dataclass(frozen=True)
@@ -94,10 +93,10 @@ class ResultStore:
             return sum(m == model_id and s == series_key and v == volume for (m, s, v, _) in self._failures)
 
     def series_summary(self, model_id: str, series_key: str, volume: int, n_slices: int,
-                       class_ids: Sequence[str]) -> "SeriesSummary":
+                       class_ids: Sequence[str], no_finding: str) -> "SeriesSummary":
         """Return a volume's summary from the stored results, counting only the slices the gate assessed."""
         table = self.series_probabilities(model_id, series_key, volume, n_slices, len(class_ids))
-        return summarize(table, class_ids, self.failed_count(model_id, series_key, volume),
+        return summarize(table, class_ids, no_finding, self.failed_count(model_id, series_key, volume),
                          self.not_assessed_mask(model_id, series_key, volume, n_slices))
 
     def not_assessed_mask(self, model_id: str, series_key: str, volume: int, n_slices: int) -> np.ndarray:
@@ -108,7 +107,8 @@ class ResultStore:
                 mask[index] = True
         return mask
 
-    def series_verdict(self, model_id: str, series_key: str, volume: int, n_slices: int, class_ids: Sequence[str]):
+    def series_verdict(self, model_id: str, series_key: str, volume: int, n_slices: int, class_ids: Sequence[str],
+                       no_finding: str):
         """Return a volume's verdict from the stored results (withheld and unreadable slices left out)."""
         from convnest_viewer.verdict import series_verdict
 
@@ -117,7 +117,7 @@ class ResultStore:
         for failed_volume, index in self.failures(model_id, series_key):
             if failed_volume == volume and index < n_slices:
                 left_out[index] = True  # unreadable: neither pending nor assessed
-        return series_verdict(table, class_ids, left_out)
+        return series_verdict(table, class_ids, no_finding, left_out)
 
     def finished(self, model_id: str, series_key: str) -> set[tuple[int, int]]:
         """Return the (volume, index) pairs classified or failed: nothing more to try there."""
@@ -152,6 +152,7 @@ class SeriesSummary:
     key_slices: list[int]  # most confident slice per predicted tumour class (or the most normal slice)
     failed: int = 0  # slices that could not be classified (unreadable pixels, model error)
     not_assessed: int = 0  # slices the model's gate withheld (blank, unlike its training data)
+    no_finding: str = ""  # the id of the model's "nothing found" class
 
     @property
     def pending(self) -> bool:
@@ -184,16 +185,17 @@ class SeriesSummary:
             return ("no slice assessed" if self.not_assessed else "no slice readable") + unreadable
         done = f" ({self.classified}/{self.total} so far)" if self.pending else ""
         if self.finding is None:
-            return f"{display_names.get(NO_TUMOUR, NO_TUMOUR)} on all {self.classified} slices{unreadable}{done}"
+            return f"{display_names.get(self.no_finding, self.no_finding)} on all {self.classified} slices{unreadable}{done}"
         _, probability = self.peak[self.finding]
         return (f"{display_names.get(self.finding, self.finding)} on {self.counts[self.finding]}/{self.classified} "
                 f"slices, up to {probability:.0%}{unreadable}{done}")
 
 
-def summarize(probabilities: np.ndarray, class_ids: Sequence[str], failed: int = 0,
+def summarize(probabilities: np.ndarray, class_ids: Sequence[str], no_finding: str, failed: int = 0,
               not_assessed: np.ndarray | None = None) -> SeriesSummary:
     """Summarise a volume's (n_slices, n_classes) probabilities (NaN rows: not classified yet or failed),
-    counting only the slices the gate assessed (`not_assessed`: a boolean mask of those it withheld)."""
+    counting only the slices the gate assessed (`not_assessed`: a boolean mask of those it withheld);
+    no_finding is the id of the model's "nothing found" class."""
     withheld = np.zeros(len(probabilities), bool) if not_assessed is None else np.asarray(not_assessed, bool)
     done = ~np.isnan(probabilities).any(axis=1) & ~withheld
     rows = np.flatnonzero(done)
@@ -204,10 +206,10 @@ def summarize(probabilities: np.ndarray, class_ids: Sequence[str], failed: int =
         if len(rows):
             best = rows[int(np.argmax(probabilities[rows, i]))]
             peak[class_id] = (int(best), float(probabilities[best, i]))
-    tumour_classes = [c for c in class_ids if c != NO_TUMOUR and counts.get(c)]
+    tumour_classes = [c for c in class_ids if c != no_finding and counts.get(c)]
     finding = max(tumour_classes, key=lambda c: (peak[c][1], counts[c])) if tumour_classes else None
     key_slices = sorted({peak[c][0] for c in tumour_classes})
-    if not key_slices and NO_TUMOUR in peak:
-        key_slices = [peak[NO_TUMOUR][0]]
+    if not key_slices and no_finding in peak:
+        key_slices = [peak[no_finding][0]]
     return SeriesSummary(int(done.sum()), len(probabilities), counts, peak, finding, key_slices, failed,
-                         int(withheld.sum()))
+                         int(withheld.sum()), no_finding)

@@ -2,7 +2,7 @@
 
 Only slices the model's gate assessed count. A series reads "tumour" when at least `MIN_RUN` neighbouring
 assessed slices are called a tumour class; its finding is the run with the highest mean tumour probability
-(1 - p(no finding)). The type is the run's majority class, or "type uncertain" when fewer than `MIN_TYPE_SHARE`
+(1 - p(no finding), the class the model card marks as such). The type is the run's majority class, or "type uncertain" when fewer than `MIN_TYPE_SHARE`
 of its slices agree. A study whose series disagree (one reads tumour, another no tumour) is "indeterminate".
 """
 
@@ -13,7 +13,6 @@ from typing import Sequence
 
 import numpy as np
 
-NO_FINDING = "notumor"
 MIN_RUN = 3  # neighbouring assessed slices called a tumour before a series reads "tumour"
 MIN_TYPE_SHARE = 0.7  # of the run's slices that must agree on the tumour type
 MIN_ASSESSED = 3  # assessed slices below which a series gives no verdict
@@ -75,9 +74,10 @@ class StudyVerdict:
         return {"no tumour": "No tumour", "not assessed": "Not assessed", "pending": "Not classified yet"}[self.label]
 
 
-def series_verdict(probabilities: np.ndarray, class_ids: Sequence[str], not_assessed: np.ndarray | None = None,
-                   no_finding: str = NO_FINDING) -> SeriesVerdict:
-    """Return one volume's verdict from its (n_slices, n_classes) probabilities (NaN rows: not classified)."""
+def series_verdict(probabilities: np.ndarray, class_ids: Sequence[str], no_finding: str,
+                   not_assessed: np.ndarray | None = None) -> SeriesVerdict:
+    """Return one volume's verdict from its (n_slices, n_classes) probabilities (NaN rows: not classified);
+    no_finding is the id of the model's "nothing found" class (its card says which)."""
     total = len(probabilities)
     withheld = np.zeros(total, bool) if not_assessed is None else np.asarray(not_assessed, bool)
     classified = ~np.isnan(probabilities).any(axis=1) if total else np.zeros(0, bool)

@@ -8,7 +8,7 @@ import torch
 from convnest_viewer.inference.card import ClassInfo, ModelCard, PreprocessSpec
 from convnest_viewer.inference.factory import create_classifier
 from convnest_viewer.inference.preprocess import preprocess
-from convnest_viewer.io.model import Window
+from convnest_viewer.io.window import Window
 
 BLOB_CLASSES = [ClassInfo("blob", "Bright blob"), ClassInfo("clean", "No blob")]
 SPEC = PreprocessSpec(size=128, channels=1)

@@ -79,6 +79,6 @@ def test_failed_slices_count_as_finished_and_are_named_in_the_summary():
     store.put_failure("m", "s", 0, 1, "cannot decode pixel data")
     assert store.finished("m", "s") == {(0, 0), (0, 1)} and store.failures("m", "s") == {(0, 1): "cannot decode pixel data"}
     table = store.series_probabilities("m", "s", 0, 2, 4)
-    summary = summarize(table, ["glioma", "meningioma", "notumor", "pituitary"], failed=1)
+    summary = summarize(table, ["glioma", "meningioma", "notumor", "pituitary"], "notumor", failed=1)
     assert not summary.pending
     assert summary.sentence({}) == "no tumour class predicted on any of 1 slices. 1 slice(s) could not be read."

@@ -205,3 +205,17 @@ def test_info_table_lists_series_and_skips(capsys):
 def test_info_on_nothing_usable_exits_non_zero(tmp_path, capsys):
     (tmp_path / "x.txt").write_text("hello")
     assert cli_main(["info", str(tmp_path)]) == 1
+
+
+def test_an_unreadable_header_value_is_named_by_its_keyword_and_tag(tmp_path):
+    from convnest_viewer.io.dicom_headers import read_dicom_record
+
+    original = pydicom_file("MR_small.dcm").read_bytes()
+    rows = original.find(bytes([0x28, 0, 0x10, 0]) + b"US" + bytes([2, 0]))  # Rows, explicit VR, 2 bytes
+    assert rows > 0
+    damaged = original[:rows + 6] + bytes([3, 0]) + original[rows + 8:rows + 10] + b"\x00" + original[rows + 10:]
+    path = tmp_path / "rows-of-3-bytes.dcm"
+    path.write_bytes(damaged)
+    skipped = read_dicom_record(path)
+    assert skipped.path == path
+    assert skipped.reason.startswith("invalid DICOM attribute Rows (0028,0010): BytesLengthException")

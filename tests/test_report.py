@@ -162,7 +162,7 @@ def test_html_is_self_contained_with_key_slice_overlays(classifier, study, tmp_p
     expected = []
     for series in series_list:
         table = store.series_probabilities(model_id, series.key, 0, series.n_slices, len(card.class_ids))
-        keys = summarize(table, card.class_ids).key_slices[:4]
+        keys = summarize(table, card.class_ids, card.no_finding_id).key_slices[:4]
         assert keys
         expected += [(series.key, 0, i) for i in keys]
     assert calls == expected
@@ -266,7 +266,7 @@ def test_the_html_report_opens_with_the_study_verdict_and_each_series_verdict(cl
     text = _no_images(write_html(tmp_path / "r.html", series_list, store, model_id, card, _no_heatmap)
                       .read_text(encoding="utf-8"))
     names = {c.id: c.display for c in card.classes}
-    verdicts = {s.key: series_report_verdict(s, store, model_id, list(card.class_ids)) for s in series_list}
+    verdicts = {s.key: series_report_verdict(s, store, model_id, card) for s in series_list}
     head = text.split("<h2>Verdict</h2>", 1)[1].split("<section>", 1)[0]
     assert f"<strong>{study_verdict(verdicts).text(names)}</strong>" in head
     for series in series_list:

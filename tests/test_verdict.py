@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from convnest_viewer.cli import main as cli_main
-from convnest_viewer.classify_cli import classify_series
+from convnest_viewer.session import classify_series
 from convnest_viewer.inference.classifier import Classifier
 from convnest_viewer.io import load_study
 from convnest_viewer.verdict import SeriesVerdict, series_verdict, study_verdict
@@ -26,30 +26,30 @@ def _table(*rows):
 
 def test_a_run_of_tumour_slices_is_the_finding_and_lone_slices_are_not():
     table = _table(NORMAL, GLIOMA, NORMAL, NORMAL, GLIOMA, GLIOMA, GLIOMA, GLIOMA, NORMAL, GLIOMA, GLIOMA, NORMAL)
-    verdict = series_verdict(table, CLASSES)
+    verdict = series_verdict(table, CLASSES, "notumor")
     assert verdict.label == "tumour" and verdict.finding.class_id == "glioma"
     assert (verdict.finding.first, verdict.finding.last, verdict.finding.slices) == (4, 7, 4)
     assert verdict.text({"glioma": "Glioma"}) == "Glioma on slices 5-8 (90%)"
-    lone = series_verdict(_table(NORMAL, GLIOMA, NORMAL, GLIOMA, GLIOMA, NORMAL), CLASSES)
+    lone = series_verdict(_table(NORMAL, GLIOMA, NORMAL, GLIOMA, GLIOMA, NORMAL), CLASSES, "notumor")
     assert lone.label == "no tumour" and lone.text({}).startswith("no tumour (6 slices assessed")
 
 
 def test_a_run_of_mixed_types_reads_tumour_type_uncertain_and_withheld_slices_do_not_count():
-    mixed = series_verdict(_table(NORMAL, GLIOMA, MENINGIOMA, GLIOMA, MENINGIOMA, NORMAL), CLASSES)
+    mixed = series_verdict(_table(NORMAL, GLIOMA, MENINGIOMA, GLIOMA, MENINGIOMA, NORMAL), CLASSES, "notumor")
     assert mixed.label == "tumour" and mixed.finding.class_id is None
     assert mixed.text({}).startswith("Tumour, type uncertain, on slices 2-5")
     table = _table(NORMAL, GLIOMA, GLIOMA, GLIOMA, NORMAL, NORMAL)
     withheld = np.array([False, True, True, False, False, False])  # the gate withheld two of the three
-    assert series_verdict(table, CLASSES, withheld).label == "no tumour"
-    assert series_verdict(table, CLASSES, np.array([True] * 5 + [False])).label == "not assessed"
+    assert series_verdict(table, CLASSES, "notumor", withheld).label == "no tumour"
+    assert series_verdict(table, CLASSES, "notumor", np.array([True] * 5 + [False])).label == "not assessed"
     pending = table.copy()
     pending[3] = np.nan
-    assert series_verdict(pending, CLASSES).label == "pending"
+    assert series_verdict(pending, CLASSES, "notumor").label == "pending"
 
 
 def test_the_study_is_indeterminate_when_series_disagree():
-    tumour = series_verdict(_table(NORMAL, GLIOMA, GLIOMA, GLIOMA, NORMAL), CLASSES)
-    clear = series_verdict(_table(NORMAL, NORMAL, NORMAL, NORMAL), CLASSES)
+    tumour = series_verdict(_table(NORMAL, GLIOMA, GLIOMA, GLIOMA, NORMAL), CLASSES, "notumor")
+    clear = series_verdict(_table(NORMAL, NORMAL, NORMAL, NORMAL), CLASSES, "notumor")
     assert study_verdict({"a": tumour, "b": clear}).text({}) == "Indeterminate: 1 series read tumour, 1 read no tumour"
     assert study_verdict({"a": tumour, "b": tumour}).text({"glioma": "Glioma"}) == "Glioma (2 series)"
     assert study_verdict({"a": clear, "b": SeriesVerdict("not assessed")}).label == "no tumour"
@@ -67,7 +67,7 @@ def _verdict(classifier, paths):
         for outcome in classify_series(classifier, series):
             rows.append(outcome.probabilities)
             withheld.append(not outcome.decision.assessed)
-    return series_verdict(np.array(rows), classifier.class_ids, np.array(withheld))
+    return series_verdict(np.array(rows), classifier.class_ids, classifier.card.no_finding_id, np.array(withheld))
 
 
 def test_a_held_out_tcga_lgg_tumour_scan_reads_tumour_on_the_slices_its_mask_covers(classifier):
@@ -107,7 +107,7 @@ def test_the_viewer_gives_the_study_verdict_with_the_key_slice_one_click_away(qt
     window = MainWindow(device="cpu")
     qtbot.addWidget(window)
     window.show()
-    qtbot.waitUntil(lambda: bool(window.model_id), timeout=120_000)
+    qtbot.waitUntil(lambda: bool(window.state.model_id), timeout=120_000)
     case = DATA / "brats2013-hgg" / "test" / "brats_2013_pat0001_1"
     with qtbot.waitSignal(window.studyLoaded, timeout=120_000) as loaded:
         window.open_paths([str(case / "Flair_subtrMeanDivStd.nii.gz")])
@@ -117,7 +117,7 @@ def test_the_viewer_gives_the_study_verdict_with_the_key_slice_one_click_away(qt
     assert "Study verdict:</b> Glioma (1 series)" in text
     link = text.split('href="', 1)[1].split('"', 1)[0]
     key_slice = int(link.rsplit(":", 1)[1])
-    window.set_slice(0)
+    window.state.set_slice(0)
     window.panel.study_summary.linkActivated.emit(link)
-    assert window.series is series and window.index == key_slice
+    assert window.state.series is series and window.state.index == key_slice
     window.close()

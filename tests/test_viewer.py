@@ -33,7 +33,7 @@ def window(qtbot, model_dir, tmp_path, monkeypatch):
     win = MainWindow(model_dir=model_dir, device="cpu")
     qtbot.addWidget(win)
     win.show()
-    qtbot.waitUntil(lambda: bool(win.model_id), timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: bool(win.state.model_id), timeout=TIMEOUT_MS)
     yield win
     win.close()
 
@@ -46,7 +46,7 @@ def _open(qtbot, win, *paths):
 
 def _wait_classified(qtbot, win, series):
     total = series.n_slices * series.n_volumes
-    qtbot.waitUntil(lambda: len(win.store.classified(win.model_id, series.key)) >= total, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: len(win.store.classified(win.state.model_id, series.key)) >= total, timeout=TIMEOUT_MS)
 
 
 @pytest.mark.parametrize("folder, n_series, slices", [
@@ -60,28 +60,28 @@ def test_each_fixture_folder_opens_and_shows_its_first_series(qtbot, window, fol
     result = _open(qtbot, window, folder)
     assert len(result.series) == n_series
     assert window.browser.series_keys() == [s.key for s in result.series]
-    assert window.series is result.series[0] and window.series.n_slices == slices
-    assert window.index == slices // 2
+    assert window.state.series is result.series[0] and window.state.series.n_slices == slices
+    assert window.state.index == slices // 2
     shown = window.view.image.image
-    assert shown is not None and shown.shape == (window.series.rows, window.series.columns)
-    assert np.array_equal(shown, window.series.pixels(window.index))
+    assert shown is not None and shown.shape == (window.state.series.rows, window.state.series.columns)
+    assert np.array_equal(shown, window.state.series.pixels(window.state.index))
     assert window.browser.skipped.topLevelItemCount() == len(result.skipped)
 
 
 def test_scrolling_with_keys_wheel_slider_and_limits(qtbot, window):
     _open(qtbot, window, DICOM / "patient-positions" / "In" / "HFS")
-    start = window.index
+    start = window.state.index
     qtbot.keyClick(window, Qt.Key.Key_Down)
-    assert window.index == start + 1
+    assert window.state.index == start + 1
     qtbot.keyClick(window, Qt.Key.Key_PageUp)
-    assert window.index == start + 1 - 10
+    assert window.state.index == start + 1 - 10
     window.view.view.sliceStep.emit(1)  # one wheel notch
-    assert window.index == start + 1 - 10 + 1
+    assert window.state.index == start + 1 - 10 + 1
     window.slider.setValue(34)
-    assert window.index == 34 and window.slice_label.text() == "35/35"
+    assert window.state.index == 34 and window.slice_label.text() == "35/35"
     qtbot.keyClick(window, Qt.Key.Key_Down)
-    assert window.index == 34, "scrolling stops at the last slice"
-    assert np.array_equal(window.view.image.image, window.series.pixels(34))
+    assert window.state.index == 34, "scrolling stops at the last slice"
+    assert np.array_equal(window.view.image.image, window.state.series.pixels(34))
 
 
 def _drag(widget, start: QPointF, end: QPointF, button=Qt.MouseButton.LeftButton, steps: int = 8):
@@ -100,24 +100,24 @@ def test_left_drag_changes_window_level_and_presets_restore_it(qtbot, window):
     _open(qtbot, window, DICOM / "sagittal-mprage")
     qtbot.waitUntil(lambda: window.view.isVisible())
     before = window.view.displayed_levels()
-    voi = window.series.window(window.index)
+    voi = window.state.series.window(window.state.index)
     assert before == pytest.approx((voi.low, voi.high))
     centre = QPointF(window.view.width() / 2, window.view.height() / 2)
     _drag(window.view, centre, centre + QPointF(80, 40))
     after = window.view.displayed_levels()
     assert after != pytest.approx(before)
     assert after[1] - after[0] > before[1] - before[0], "dragging right widens the window"
-    assert f"W {window.view.window.width:.0f}" in window.view._corners["bottom_right"].toPlainText()
+    assert f"W {window.view.window.width:.0f}" in window.view.corner_text("bottom_right")
     window.apply_window_preset("voi")
     assert window.view.displayed_levels() == pytest.approx(before)
     window.apply_window_preset("full")
-    values = window.series.pixels(window.index)
+    values = window.state.series.pixels(window.state.index)
     assert window.view.displayed_levels() == pytest.approx((values.min(), values.max()))
 
 
 def test_zoom_pan_reset_and_true_aspect(qtbot, window):
     _open(qtbot, window, DICOM / "ge-epi-4d")
-    series = window.series
+    series = window.state.series
     rect = window.view.image.mapRectToParent(window.view.image.boundingRect())
     assert rect.width() == pytest.approx(series.columns * series.pixel_spacing[1])
     assert rect.height() == pytest.approx(series.rows * series.pixel_spacing[0])
@@ -127,8 +127,7 @@ def test_zoom_pan_reset_and_true_aspect(qtbot, window):
     assert zoomed[0][1] - zoomed[0][0] == pytest.approx((full[0][1] - full[0][0]) / 2, rel=0.05)
     qtbot.keyClick(window, Qt.Key.Key_R)
     assert window.view.view.viewRange()[0] == pytest.approx(full[0], rel=0.02)
-    letters = {edge: label.toPlainText() for edge, label in window.view._letters.items()}
-    assert letters == {"left": "R", "right": "L", "top": "A", "bottom": "P"}
+    assert window.view.orientation_labels() == {"left": "R", "right": "L", "top": "A", "bottom": "P"}
     assert window.volume_combo.isVisible() and window.volume_combo.count() == 10
 
 
@@ -136,49 +135,51 @@ def test_worker_classifies_the_whole_series_and_the_panel_shows_its_numbers(qtbo
     result = _open(qtbot, window, DICOM / "patient-positions" / "In" / "HFS")
     series = result.series[0]
     _wait_classified(qtbot, window, series)
-    window.set_slice(5)
+    window.state.set_slice(5)
     reference = Classifier(model_dir, device="cpu")
     (expected,) = reference.predict([(series.pixels(5), series.window(5))])
-    bars = [bar for _, bar in window.panel._bars]
-    assert [bar.value() for bar in bars] == [round(p * 1000) for p in expected.probabilities]
-    assert bars[expected.predicted_index].format() == f"{expected.probabilities[expected.predicted_index] * 100:.1f}%"
-    label = window.panel._bars[expected.predicted_index][0]
-    assert label.font().bold() and label.text().startswith("▶")
-    window._refresh_series_plot()
-    xs, ys = window.panel._curves[0].getData()
-    assert len(xs) == 35 and np.allclose(ys, [window.store.probabilities(window.model_id, series.key, 0, i)[0] for i in range(35)])
+    assert window.panel.bar_values() == [round(p * 1000) for p in expected.probabilities]
+    assert window.panel.bar_texts()[expected.predicted_index] == f"{expected.probabilities[expected.predicted_index] * 100:.1f}%"
+    assert window.panel.highlighted_class() == expected.predicted_index
+    qtbot.waitUntil(lambda: len(window.panel.curve(0)[0]) == 35)  # the strip plot redraws shortly after results
+    xs, ys = window.panel.curve(0)
+    assert len(xs) == 35 and np.allclose(ys, [window.store.probabilities(window.state.model_id, series.key, 0, i)[0] for i in range(35)])
     assert "Series:" in window.panel.summary.text()
+    legend, plot = window.panel.legend, window.panel.plot
+    assert all(name in legend.text() for name in window.state.display_names.values())
+    assert legend.isVisible() and not legend.geometry().intersects(plot.geometry()), "the legend sits outside the curves"
 
 
 def test_clicking_the_strip_plot_jumps_to_a_slice(qtbot, window):
     result = _open(qtbot, window, DICOM / "patient-positions" / "In" / "HFS")
     _wait_classified(qtbot, window, result.series[0])
     window.panel.sliceClicked.emit(3)
-    assert window.index == 3 and window.panel.cursor.value() == 4
+    assert window.state.index == 3 and window.panel.cursor.value() == 4
 
 
 @pytest.mark.parametrize("method", ["gradcam", "shap"])
 def test_heatmap_toggle_sets_an_overlay_with_the_slice_shape(qtbot, window, method):
     _open(qtbot, window, DICOM / "ge-epi-4d")
     presses = {"gradcam": 1, "shap": 2}[method]
-    window.set_overlay_mode("none")
+    window.state.set_overlay_mode("none")
     with qtbot.waitSignal(window.overlayShown, timeout=TIMEOUT_MS, check_params_cb=lambda key: key is not None and key.method == method):
         for _ in range(presses):
             qtbot.keyClick(window, Qt.Key.Key_H)
-    assert window.overlay_mode == method
-    assert window.view.heatmap.shape == (window.series.rows, window.series.columns)
-    assert window.view.overlay.image.shape[:2] == (window.series.rows, window.series.columns)
+    assert window.state.overlay_mode == method
+    assert window.view.heatmap.shape == (window.state.series.rows, window.state.series.columns)
+    assert window.view.overlay.image.shape[:2] == (window.state.series.rows, window.state.series.columns)
     assert window.view.overlay.mapRectToParent(window.view.overlay.boundingRect()) == window.view.image.mapRectToParent(window.view.image.boundingRect())
-    window.set_overlay_mode("none")
+    window.state.set_overlay_mode("none")
     assert not window.view.overlay.isVisible()
 
 
 def test_explaining_a_chosen_class(qtbot, window):
     _open(qtbot, window, DICOM / "ge-epi-4d")
-    window.set_overlay_mode("gradcam")
+    window.state.set_overlay_mode("gradcam")
     with qtbot.waitSignal(window.overlayShown, timeout=TIMEOUT_MS, check_params_cb=lambda key: key is not None and key.target_index == 2):
-        window.target_combo.setCurrentIndex(3)  # "No tumour" is class index 2
-    assert "No tumour" in window.overlay_status.text()
+        window.model_dock.target_combo.setCurrentIndex(3)  # "No tumour" is class index 2
+    assert window.state.overlay_target == 2
+    assert "No tumour" in window.model_dock.overlay_status.text()
 
 
 def test_switching_series_never_shows_the_first_series_results_on_the_second(qtbot, window):
@@ -188,46 +189,46 @@ def test_switching_series_never_shows_the_first_series_results_on_the_second(qtb
     original = window.panel.show_slice
 
     def record(probabilities, not_assessed=None):
-        shown.append((window.series.key, window.volume, window.index, None if probabilities is None else np.array(probabilities)))
+        shown.append((window.state.series.key, window.state.volume, window.state.index, None if probabilities is None else np.array(probabilities)))
         original(probabilities, not_assessed)
 
     window.panel.show_slice = record
     order = []
-    window.worker.sliceClassified.connect(lambda generation, key, volume, index, probs: order.append(key))
-    qtbot.waitUntil(lambda: len(window.store.classified(window.model_id, first.key)) >= 4, timeout=TIMEOUT_MS)
+    window.worker.sliceClassified.connect(lambda key, volume, index, probs: order.append(key))
+    qtbot.waitUntil(lambda: len(window.store.classified(window.state.model_id, first.key)) >= 4, timeout=TIMEOUT_MS)
     window.browser.select(second.key)
-    assert window.series is second
+    assert window.state.series is second
     switched_at = len(order)
     _wait_classified(qtbot, window, second)
     after_switch = order[switched_at:]
     last_second = max(i for i, key in enumerate(after_switch) if key == second.key)
     late_first = [i for i, key in enumerate(after_switch[:last_second]) if key == first.key]
     # at the switch one batch may be in flight and one already emitted but not yet delivered to the main thread
-    assert len(late_first) <= 2 * window.worker.batch_size, "the first series' job stopped at the switch"
+    assert len(late_first) <= 2 * window.session.batch_size, "the first series' job stopped at the switch"
     for key, volume, index, probabilities in shown:
         if probabilities is not None:
-            assert np.array_equal(probabilities, window.store.probabilities(window.model_id, key, volume, index))
+            assert np.array_equal(probabilities, window.store.probabilities(window.state.model_id, key, volume, index))
     on_second = [entry for entry in shown if entry[0] == second.key]
     assert on_second and on_second[-1][3] is not None
-    qtbot.waitUntil(lambda: window.panel._curves[0].getData()[0] is not None and len(window.panel._curves[0].getData()[0]) == second.n_slices)
-    _, ys = window.panel._curves[0].getData()
-    assert np.allclose(ys, [window.store.probabilities(window.model_id, second.key, 0, i)[0] for i in range(second.n_slices)])
+    qtbot.waitUntil(lambda: len(window.panel.curve(0)[0]) == second.n_slices)
+    _, ys = window.panel.curve(0)
+    assert np.allclose(ys, [window.store.probabilities(window.state.model_id, second.key, 0, i)[0] for i in range(second.n_slices)])
 
 
 def test_the_whole_study_is_classified_in_the_background_and_summarised(qtbot, window):
     result = _open(qtbot, window, DICOM / "patient-positions")
     first, second = result.series
     _wait_classified(qtbot, window, second)  # never shown: classified after the first one
-    assert window.series is first
+    assert window.state.series is first
     qtbot.waitUntil(lambda: "2 of 2 series classified" in window.panel.study_summary.text(), timeout=TIMEOUT_MS)
-    item_text = window.browser._items[second.key].text(0)
+    item_text = window.browser.item_text(second.key)
     assert "→ " in item_text and "slices" in item_text
-    table = window.store.series_probabilities(window.model_id, second.key, 0, second.n_slices, 4)
+    table = window.store.series_probabilities(window.state.model_id, second.key, 0, second.n_slices, 4)
     from convnest_viewer.results import summarize
 
-    summary = summarize(table, window.class_ids)
+    summary = summarize(table, window.state.class_ids, window.state.card.no_finding_id)
     assert summary.classified == second.n_slices
-    assert summary.short(dict(zip(window.class_ids, window.display_names))) in item_text
+    assert summary.short(window.state.display_names) in item_text
 
 
 def test_files_read_with_a_note_are_listed_beside_the_skipped_ones(qtbot, window, tmp_path):
@@ -244,6 +245,12 @@ def test_files_read_with_a_note_are_listed_beside_the_skipped_ones(qtbot, window
     assert [(r.text(0), r.text(1).split(":")[0]) for r in rows] == [
         ("cut.dcm", "truncated"), ("badVR.dcm", "read, with a note")]
     assert "Invalid value for VR IS: '1A'" in rows[1].toolTip(1)
+    skipped = window.browser.skipped
+    metrics, room = skipped.fontMetrics(), skipped.viewport().width() - skipped.columnWidth(0)
+    for row in rows:  # every reason is readable in full: wrapped onto lines that fit its column, nothing cut
+        assert row.text(1).replace("\n", " ") == row.data(1, Qt.ItemDataRole.UserRole + 1)
+        assert all(metrics.horizontalAdvance(line) <= room for line in row.text(1).splitlines())
+    assert "\n" in rows[0].text(1), "the truncation reason is longer than the column"
     assert window.browser.skipped_label.text() == "1 file(s) skipped, 1 read with a note"
 
 
@@ -253,10 +260,10 @@ def test_a_gap_in_a_series_is_marked_in_the_browser_and_on_the_slices_beside_it(
         (tmp_path / path.name).symlink_to(path)
     result = _open(qtbot, window, tmp_path)
     assert "189 slices · 1 gap" in window.browser.tree.topLevelItem(0).child(0).child(0).text(0)
-    window.set_slice(100)
-    assert "⚠ Gap before this slice:\n2.7 mm, ~3 missing" in window.view._corners["bottom_left"].toPlainText()
-    window.set_slice(98)
-    assert "Gap" not in window.view._corners["bottom_left"].toPlainText()
+    window.state.set_slice(100)
+    assert "⚠ Gap before this slice:\n2.7 mm, ~3 missing" in window.view.corner_text("bottom_left")
+    window.state.set_slice(98)
+    assert "Gap" not in window.view.corner_text("bottom_left")
     assert result.series[0].n_slices == 189
 
 
@@ -271,11 +278,11 @@ def test_a_folder_of_garbage_shows_a_message_and_the_app_stays_usable(qtbot, win
     assert warnings and "noise.dcm" in warnings[0] and "not a DICOM file" in warnings[0]
     assert window.browser.skipped.topLevelItemCount() == 3
     study = _open(qtbot, window, DICOM / "ge-epi-4d")
-    assert window.series is study.series[0]
-    window.set_slice(3)
+    assert window.state.series is study.series[0]
+    window.state.set_slice(3)
     _open(qtbot, window, tmp_path)  # garbage again, now with a study open: nothing is lost
     assert "stays open" in warnings[-1]
-    assert window.result is study and window.series is study.series[0] and window.index == 3
+    assert window.state.result is study and window.state.series is study.series[0] and window.state.index == 3
     assert window.browser.series_keys() == [study.series[0].key]
     assert np.array_equal(window.view.image.image, study.series[0].pixels(3))
 
@@ -284,7 +291,7 @@ def test_the_main_thread_stays_responsive_while_the_worker_runs(qtbot, tmp_path)
     window = MainWindow(model_dir=write_tiny_model(tmp_path / "tiny224", size=224), device="cpu")
     qtbot.addWidget(window)
     window.show()
-    qtbot.waitUntil(lambda: bool(window.model_id), timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: bool(window.state.model_id), timeout=TIMEOUT_MS)
     ticks = []
     timer = QTimer()
     timer.timeout.connect(lambda: ticks.append(time.monotonic()))
@@ -302,7 +309,7 @@ def test_the_main_thread_stays_responsive_while_the_worker_runs(qtbot, tmp_path)
 def test_tag_browser_search_filters_rows(qtbot, window):
     _open(qtbot, window, DICOM / "ge-epi-4d")
     window.show_tags()
-    browser = window._tags
+    browser = window.tag_browser
     qtbot.addWidget(browser)
     total = browser.visible_rows()
     assert total > 50
@@ -320,7 +327,7 @@ def test_screenshot_and_report_export(qtbot, window, tmp_path):
     image = cv2.imread(str(shot))
     assert image is not None and image.shape[:2] == (window.view.height(), window.view.width())
     with qtbot.waitSignal(window.worker.reportWritten, timeout=TIMEOUT_MS) as blocker:
-        window.worker.request_report(list(result.series), tmp_path / "report.html", False, "gradcam")
+        window.request_report(tmp_path / "report.html", False)
     html_path, csv_path, error = blocker.args
     assert error == ""
     html = open(html_path, encoding="utf-8").read()
@@ -339,21 +346,21 @@ def test_recent_studies_are_remembered(qtbot, window):
 
 def test_closing_while_the_worker_is_busy_is_clean(qtbot, window):
     result = _open(qtbot, window, DICOM / "sagittal-mprage")
-    window.set_overlay_mode("gradcam")
+    window.state.set_overlay_mode("gradcam")
     window.close()
     assert window.worker is None
     qtbot.wait(1500)  # late results from the stopped worker must not raise (pytest-qt fails on any)
-    assert len(window.store.classified(window.model_id, result.series[0].key)) < result.series[0].n_slices
+    assert len(window.store.classified(window.state.model_id, result.series[0].key)) < result.series[0].n_slices
 
 
 def test_no_model_installed_still_views_images(qtbot, tmp_path):
     win = MainWindow(model_dir=tmp_path / "no-such-model", device="cpu")
     qtbot.addWidget(win)
     win.show()
-    qtbot.waitUntil(lambda: win.model_error is not None, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: win.state.model_error is not None, timeout=TIMEOUT_MS)
     assert "No classifier available" in win.panel.title.text()
     result = _open(qtbot, win, DICOM / "ge-epi-4d")
-    assert win.series is result.series[0] and win.view.image.image is not None
+    assert win.state.series is result.series[0] and win.view.image.image is not None
     win.close()
 
 

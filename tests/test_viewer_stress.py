@@ -17,7 +17,7 @@ MPRAGE = sorted((DICOM / "sagittal-mprage").glob("*.dcm"))
 
 
 def _classified(win, series) -> int:
-    return len(win.store.finished(win.model_id, series.key))
+    return len(win.store.finished(win.state.model_id, series.key))
 
 
 def _rss_bytes() -> int:
@@ -56,25 +56,25 @@ def test_a_second_study_opened_while_inference_runs_replaces_the_first_cleanly(q
     assert _classified(window, first) < first.n_slices, "still classifying when the second study opens"
     second_result = _open(qtbot, window, DICOM / "patient-positions" / "In" / "HFS")
     second = second_result.series[0]
-    assert window.series is second and window.browser.series_keys() == [second.key]
+    assert window.state.series is second and window.browser.series_keys() == [second.key]
     qtbot.waitUntil(lambda: _classified(window, second) == second.n_slices, timeout=TIMEOUT_MS)
     frozen = _classified(window, first)
     qtbot.wait(1000)
     assert _classified(window, first) == frozen < first.n_slices, "work for the closed study stopped"
-    window.set_slice(5)
-    expected = window.store.probabilities(window.model_id, second.key, 0, 5)
-    assert [bar.value() for _, bar in window.panel._bars] == [round(p * 1000) for p in expected]
+    window.state.set_slice(5)
+    expected = window.store.probabilities(window.state.model_id, second.key, 0, 5)
+    assert window.panel.bar_values() == [round(p * 1000) for p in expected]
 
 
 def test_a_one_slice_series_scrolls_classifies_and_explains(qtbot, window):
     series = _open(qtbot, window, pydicom_file("MR_small.dcm")).series[0]
-    assert series.n_slices == 1 and window.index == 0
+    assert series.n_slices == 1 and window.state.index == 0
     for key in (Qt.Key.Key_Down, Qt.Key.Key_Up, Qt.Key.Key_End, Qt.Key.Key_Home, Qt.Key.Key_PageDown):
         qtbot.keyClick(window, key)
-        assert window.index == 0
+        assert window.state.index == 0
     qtbot.waitUntil(lambda: _classified(window, series) == 1, timeout=TIMEOUT_MS)
     with qtbot.waitSignal(window.overlayShown, timeout=TIMEOUT_MS, check_params_cb=lambda key: key is not None):
-        window.set_overlay_mode("gradcam")
+        window.state.set_overlay_mode("gradcam")
     assert window.view.overlay.image.shape[:2] == (64, 64)
 
 
@@ -85,7 +85,7 @@ def test_two_thousand_small_slices_open_scroll_and_classify_in_bounded_memory(qt
     series = _open(qtbot, window, folder).series[0]
     assert series.n_slices == 2000 and series.gaps() == []
     qtbot.keyClick(window, Qt.Key.Key_End)
-    assert window.index == 1999
+    assert window.state.index == 1999
     for _ in range(50):
         qtbot.keyClick(window, Qt.Key.Key_PageUp)
     qtbot.waitUntil(lambda: _classified(window, series) == 2000, timeout=TIMEOUT_MS)
@@ -102,9 +102,9 @@ def test_a_16_bit_1024_square_series_opens_classifies_and_explains_in_bounded_me
     assert series.pixels(12).max() > 4 * 4096, "values beyond 14 bits are read"
     qtbot.waitUntil(lambda: _classified(window, series) == 24, timeout=TIMEOUT_MS)
     with qtbot.waitSignal(window.overlayShown, timeout=TIMEOUT_MS, check_params_cb=lambda key: key is not None):
-        window.set_overlay_mode("gradcam")
+        window.state.set_overlay_mode("gradcam")
     assert window.view.overlay.image.shape[:2] == (1024, 1024)
     for index in range(24):
-        window.set_slice(index)
+        window.state.set_slice(index)
     assert PIXEL_CACHE.nbytes <= PIXEL_CACHE.max_bytes
     assert _rss_bytes() - before < 700 * 1024**2

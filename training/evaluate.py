@@ -122,8 +122,9 @@ def scan_results(classifier, tcga_cases: list[Path], volume_cases: list[Path], h
 
     The per-scan arrays stay under "_scans" keys for the figures; the JSON report drops them.
     """
-    from training.volume_eval import (TCGA_SEQUENCES, evaluate_healthy, evaluate_label_volume, evaluate_tcga_case,
-                                      summarise_healthy, summarise_tumour_scans)
+    from training.sources import TCGA_SEQUENCES
+    from training.volume_eval import (evaluate_healthy, evaluate_label_volume, evaluate_tcga_case, summarise_healthy,
+                                      summarise_tumour_scans)
 
     result: dict = {}
     if tcga_cases:

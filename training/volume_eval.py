@@ -16,13 +16,12 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from convnest_viewer.classify_cli import classify_series
+from convnest_viewer.session import classify_series
 from convnest_viewer.inference.foreground import head_mask
 from convnest_viewer.io import apply_window, load_study
-from training.sources import TCGA_PIXEL_MM, TCGA_SEQUENCES, TCGA_SLICE_MM, BRATS_SEQUENCES, slice_labels
+from convnest_viewer.inference.card import NO_FINDING
+from training.sources import TCGA_PIXEL_MM, TCGA_SLICE_MM, BRATS_SEQUENCES, slice_labels
 from training.volumes import volume_array
-
-NO_FINDING = "notumor"
 
 
 @dataclass

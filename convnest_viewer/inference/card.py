@@ -9,8 +9,10 @@ from pathlib import Path
 CARD_FILE = "model_card.json"
 CARD_FORMAT = "convnest-model-card/1"
 PREPROCESSING_VERSIONS = ("letterbox-v1", "letterbox-v2")  # what convnest_viewer.inference.preprocess implements
-CLASS_IDS = ("glioma", "meningioma", "notumor", "pituitary")
+CLASS_IDS = ("glioma", "meningioma", "notumor", "pituitary")  # the brain-tumour datasets' folder names
 DISPLAY_NAMES = {"glioma": "Glioma", "meningioma": "Meningioma", "notumor": "No tumour", "pituitary": "Pituitary tumour"}
+CLASS_COLOURS = {"glioma": "#e74c3c", "meningioma": "#f1c40f", "notumor": "#2ecc71", "pituitary": "#3498db"}
+NO_FINDING = "notumor"  # the brain-tumour classes' "nothing found" class
 
 
 class ModelCardError(RuntimeError):
@@ -19,10 +21,13 @@ class ModelCardError(RuntimeError):
 
 @dataclass
 class ClassInfo:
-    """One output class: its id (the dataset's folder name) and the name shown to people."""
+    """One output class: its id (the dataset's folder name), the name shown to people, whether it means
+    "nothing found" (exactly one class of a card does), and its display colour."""
 
     id: str
     display: str
+    no_finding: bool = False
+    colour: str = ""  # "#rrggbb"; "" lets the viewer pick one
 
 
 @dataclass
@@ -93,6 +98,16 @@ class ModelCard:
         return [c.display for c in self.classes]
 
     @property
+    def no_finding_id(self) -> str:
+        """Return the id of the class that means "nothing found" (load_card makes sure there is one)."""
+        return next(c.id for c in self.classes if c.no_finding)
+
+    @property
+    def colours(self) -> list[str]:
+        """Return each class's display colour ("" where the card names none), in output order."""
+        return [c.colour for c in self.classes]
+
+    @property
     def num_classes(self) -> int:
         """Return the number of output classes."""
         return len(self.classes)
@@ -111,7 +126,7 @@ class ModelCard:
 
 def default_classes() -> list[ClassInfo]:
     """Return the four brain-tumour classes in the dataset's (alphabetical folder) order."""
-    return [ClassInfo(id=c, display=DISPLAY_NAMES[c]) for c in CLASS_IDS]
+    return [ClassInfo(id=c, display=DISPLAY_NAMES[c], no_finding=c == NO_FINDING, colour=CLASS_COLOURS[c]) for c in CLASS_IDS]
 
 
 def load_card(folder: Path) -> ModelCard:
@@ -151,7 +166,21 @@ def load_card(folder: Path) -> ModelCard:
         raise ModelCardError(f"{path}: the card lists no weight files")
     if card.temperature <= 0:
         raise ModelCardError(f"{path}: temperature must be positive, got {card.temperature}")
+    _settle_no_finding(card, raw["classes"], path)
     return card
+
+
+def _settle_no_finding(card: ModelCard, raw_classes: list[dict], path: Path) -> None:
+    """Make sure exactly one class means "nothing found"; cards written before the flag name it by its id."""
+    flagged = [c for c in card.classes if c.no_finding]
+    if not flagged and not any("no_finding" in c for c in raw_classes):
+        for info in card.classes:
+            info.no_finding = info.id == NO_FINDING
+            info.colour = info.colour or CLASS_COLOURS.get(info.id, "")
+        flagged = [c for c in card.classes if c.no_finding]
+    if len(flagged) != 1:
+        raise ModelCardError(f"{path}: exactly one class must be marked no_finding (the 'nothing found' class); "
+                             f"found {len(flagged)}")
 
 
 def _spec(raw: dict) -> PreprocessSpec:

@@ -15,7 +15,8 @@ from convnest_viewer.inference.factory import create_classifier
 from convnest_viewer.inference.preprocess import Letterbox, preprocess, to_uint8
 from convnest_viewer.inference.gate import Gate, GateDecision, image_statistics, stage_statistics
 from convnest_viewer.inference.weights import load_state_dict
-from convnest_viewer.io.model import Series, Window
+from convnest_viewer.io.model import Series
+from convnest_viewer.io.window import Window
 from convnest_viewer.io.pixels import PixelReadError
 from convnest_viewer.paths import models_dir
 

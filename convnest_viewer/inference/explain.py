@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import cv2
 import numpy as np
 import torch
 
 from convnest_viewer.inference.classifier import Classifier
 from convnest_viewer.inference.factory import explain_layer
-from convnest_viewer.io.model import Window
+from convnest_viewer.inference.heatmap import METHODS, Heatmap
+from convnest_viewer.io.window import Window
 
-METHODS = ("gradcam", "shap")
-METHOD_NAMES = {"gradcam": "Grad-CAM", "shap": "Gradient SHAP"}
-
-
-@dataclass
-class Heatmap:
-    """A map in [0, 1] over the original slice (same rows x columns), and what it explains."""
-
-    values: np.ndarray
-    method: str
-    target_index: int
-    target_id: str
 
 
 def explain(classifier: Classifier, values: np.ndarray, window: Window, method: str = "gradcam",

@@ -16,7 +16,7 @@ import numpy as np
 
 from convnest_viewer.inference.card import PreprocessSpec
 from convnest_viewer.inference.foreground import Box, head_box, head_mask
-from convnest_viewer.io.model import Window
+from convnest_viewer.io.window import Window
 from convnest_viewer.io.pixels import apply_window
 
 

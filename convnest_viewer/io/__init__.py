@@ -1,7 +1,8 @@
 """Study loading: DICOM (files, folders, DICOMDIR), NIfTI and PNG/JPEG; no Qt, no torch."""
 
 from convnest_viewer.io.loader import find_files, load_study
-from convnest_viewer.io.model import FileNote, LoadResult, PatientInfo, Series, SliceRef, Skipped, StudyInfo, Window
+from convnest_viewer.io.model import FileNote, LoadResult, PatientInfo, Series, SliceRef, Skipped, StudyInfo
+from convnest_viewer.io.window import Window
 from convnest_viewer.io.pixels import PIXEL_CACHE, PixelCache, PixelReadError, apply_window, percentile_window
 
 __all__ = [

@@ -1,4 +1,8 @@
-"""Read one DICOM file's header (never its pixels) into the slices it holds, or a skip reason."""
+"""Read one DICOM file's header (never its pixels) into the slices it holds, or a skip reason.
+
+Longer than 400 lines: every check a header passes before its slices are trusted (size limits, truncation,
+transfer syntax, per-frame groups, mosaics) sits beside the reading it guards, so that no slice escapes one.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pydicom
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder
 
 from convnest_viewer.io.limits import dicom_size_problem
-from convnest_viewer.io.model import PatientInfo, SliceRef, Skipped, StudyInfo, Window
+from convnest_viewer.io.model import PatientInfo, SliceRef, Skipped, StudyInfo
+from convnest_viewer.io.window import Window
 from convnest_viewer.io.orientation import slice_normal
 from convnest_viewer.io.siemens import mosaic_layout, tile_positions
 
@@ -81,8 +87,24 @@ def read_dicom_record(path: Path) -> DicomRecord | Skipped:
         return Skipped(path, f"damaged DICOM header: {type(exc).__name__}: {exc}")
     try:
         return _record_from_dataset(path, ds)
+    except AttributeProblem as exc:
+        return Skipped(path, f"invalid DICOM attribute {exc}")
     except Exception as exc:
         return Skipped(path, f"invalid DICOM attributes: {type(exc).__name__}: {exc}")
+
+
+class AttributeProblem(ValueError):
+    """A header element whose value cannot be read; the message names the element and its tag."""
+
+
+def _get(ds: Dataset, keyword: str, default=None):
+    """Return ds.get(keyword, default), naming the element and its tag if its value cannot be converted."""
+    try:
+        return ds.get(keyword, default)
+    except Exception as exc:
+        tag = tag_for_keyword(keyword)
+        where = f"{keyword} ({tag >> 16:04X},{tag & 0xFFFF:04X})" if tag is not None else keyword
+        raise AttributeProblem(f"{where}: {type(exc).__name__}: {exc}") from exc
 
 
 def is_dicomdir(ds: Dataset) -> bool:
@@ -91,37 +113,37 @@ def is_dicomdir(ds: Dataset) -> bool:
 
 
 def _record_from_dataset(path: Path, ds: Dataset) -> DicomRecord | Skipped:
-    modality = str(ds.get("Modality", "") or "")
+    modality = str(_get(ds, "Modality", "") or "")
     reason = _non_image_reason(path, ds, modality)
     if reason:
         return Skipped(path, reason)
-    rows, columns = int(ds.Rows), int(ds.Columns)
+    rows, columns = int(_get(ds, "Rows")), int(_get(ds, "Columns"))
     shared = _first(ds, "SharedFunctionalGroupsSequence")
     spacing = _pixel_spacing(ds, shared)
-    thickness = _float(ds.get("SliceThickness")) or _float(_functional_value(ds, shared, "PixelMeasuresSequence", "SliceThickness"))
+    thickness = _float(_get(ds, "SliceThickness")) or _float(_functional_value(ds, shared, "PixelMeasuresSequence", "SliceThickness"))
     orientation = _orientation(ds, shared)
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    photometric = str(_get(ds, "PhotometricInterpretation", "MONOCHROME2"))
     slope, intercept = _rescale(ds, shared)
     pixel_range = _stored_range(ds, slope, intercept)
     invert = sum(pixel_range) if photometric == "MONOCHROME1" and pixel_range else None
     record = DicomRecord(
         path=path,
-        series_uid=str(ds.get("SeriesInstanceUID", "") or f"no-series-uid:{path.parent}"),
-        series_number=_int(ds.get("SeriesNumber")),
+        series_uid=str(_get(ds, "SeriesInstanceUID", "") or f"no-series-uid:{path.parent}"),
+        series_number=_int(_get(ds, "SeriesNumber")),
         patient=PatientInfo(
-            name=str(ds.get("PatientName", "") or ""),
-            id=str(ds.get("PatientID", "") or ""),
-            birth_date=str(ds.get("PatientBirthDate", "") or ""),
-            sex=str(ds.get("PatientSex", "") or ""),
+            name=str(_get(ds, "PatientName", "") or ""),
+            id=str(_get(ds, "PatientID", "") or ""),
+            birth_date=str(_get(ds, "PatientBirthDate", "") or ""),
+            sex=str(_get(ds, "PatientSex", "") or ""),
         ),
         study=StudyInfo(
-            uid=str(ds.get("StudyInstanceUID", "") or ""),
-            date=str(ds.get("StudyDate", "") or ""),
-            time=str(ds.get("StudyTime", "") or ""),
-            description=str(ds.get("StudyDescription", "") or ""),
-            accession=str(ds.get("AccessionNumber", "") or ""),
+            uid=str(_get(ds, "StudyInstanceUID", "") or ""),
+            date=str(_get(ds, "StudyDate", "") or ""),
+            time=str(_get(ds, "StudyTime", "") or ""),
+            description=str(_get(ds, "StudyDescription", "") or ""),
+            accession=str(_get(ds, "AccessionNumber", "") or ""),
         ),
-        description=str(ds.get("SeriesDescription", "") or ds.get("ProtocolName", "") or ""),
+        description=str(_get(ds, "SeriesDescription", "") or _get(ds, "ProtocolName", "") or ""),
         modality=modality,
         sequence=_sequence_name(ds),
         rows=rows,
@@ -133,7 +155,7 @@ def _record_from_dataset(path: Path, ds: Dataset) -> DicomRecord | Skipped:
         pixel_range=pixel_range,
         invert_pivot=invert,
     )
-    n_frames = _int(ds.get("NumberOfFrames")) or 1
+    n_frames = _int(_get(ds, "NumberOfFrames")) or 1
     if "PerFrameFunctionalGroupsSequence" in ds:
         record.slices = _enhanced_frames(path, ds, shared, n_frames, slope, intercept)
     else:
@@ -149,7 +171,7 @@ def _record_from_dataset(path: Path, ds: Dataset) -> DicomRecord | Skipped:
 
 def _split_mosaic(record: DicomRecord, ds: Dataset, layout) -> None:
     """Replace each mosaic frame by its tiles, each a slice with its own position; the record takes the tile size."""
-    step = _float(ds.get("SpacingBetweenSlices")) or record.slice_thickness
+    step = _float(_get(ds, "SpacingBetweenSlices")) or record.slice_thickness
     positions = tile_positions(record.slices[0].position if record.slices else None, record.orientation,
                                record.pixel_spacing, record.rows, record.columns, layout, step)
     tiles = []
@@ -191,16 +213,16 @@ def _non_image_reason(path: Path, ds: Dataset, modality: str) -> str | None:
 def _size_problem(ds: Dataset) -> str | None:
     """Return why the header's image size, frame count or bit depth is refused, before anything is allocated."""
     return dicom_size_problem(
-        rows=int(ds.Rows),
-        columns=int(ds.Columns),
-        frames=_int(ds.get("NumberOfFrames")) or 1,  # 0 or absent: one frame, as the pixel decoders read it
-        bits_allocated=int(ds.get("BitsAllocated", 16) or 16),
-        samples=int(ds.get("SamplesPerPixel", 1) or 1),
+        rows=int(_get(ds, "Rows")),
+        columns=int(_get(ds, "Columns")),
+        frames=_int(_get(ds, "NumberOfFrames")) or 1,  # 0 or absent: one frame, as the pixel decoders read it
+        bits_allocated=int(_get(ds, "BitsAllocated", 16) or 16),
+        samples=int(_get(ds, "SamplesPerPixel", 1) or 1),
     )
 
 
 def _truncation_reason(path: Path, ds: Dataset, pixel_tag: int, syntax) -> str | None:
-    raw = ds._dict[pixel_tag]  # the raw element: its length is known without reading its value
+    raw = ds.get_item(pixel_tag, keep_deferred=True)  # the raw element: its length is known without reading it
     length = getattr(raw, "length", None)
     offset = getattr(raw, "value_tell", None)
     if length is None or offset is None or length == _UNDEFINED_LENGTH:
@@ -216,10 +238,10 @@ def _truncation_reason(path: Path, ds: Dataset, pixel_tag: int, syntax) -> str |
 
 
 def _expected_native_bytes(ds: Dataset) -> int:
-    bits = int(ds.get("BitsAllocated", 16) or 16)
-    frames = _int(ds.get("NumberOfFrames")) or 1
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    total_bits = int(ds.Rows) * int(ds.Columns) * frames * samples * bits
+    bits = int(_get(ds, "BitsAllocated", 16) or 16)
+    frames = _int(_get(ds, "NumberOfFrames")) or 1
+    samples = int(_get(ds, "SamplesPerPixel", 1) or 1)
+    total_bits = int(_get(ds, "Rows")) * int(_get(ds, "Columns")) * frames * samples * bits
     return (total_bits + 7) // 8
 
 
@@ -232,7 +254,7 @@ def _transfer_syntax(ds: Dataset):
 
 
 def _sop_class_name(ds: Dataset) -> str:
-    uid = ds.get("SOPClassUID")
+    uid = _get(ds, "SOPClassUID")
     if not uid:
         return "unknown SOP class"
     uid = pydicom.uid.UID(str(uid))
@@ -241,7 +263,7 @@ def _sop_class_name(ds: Dataset) -> str:
 
 def _enhanced_frames(path, ds, shared, n_frames, slope, intercept) -> list[SliceRef]:
     frames = []
-    per_frame = ds.PerFrameFunctionalGroupsSequence
+    per_frame = _get(ds, "PerFrameFunctionalGroupsSequence")
     for index in range(n_frames):
         item = per_frame[index] if index < len(per_frame) else Dataset()
         position = _group_value(item, "PlanePositionSequence", "ImagePositionPatient")
@@ -256,9 +278,9 @@ def _enhanced_frames(path, ds, shared, n_frames, slope, intercept) -> list[Slice
             path=path,
             frame=index,
             position=_triple(position),
-            instance_number=_int(ds.get("InstanceNumber")),
+            instance_number=_int(_get(ds, "InstanceNumber")),
             temporal_index=_int(_group_value(item, "FrameContentSequence", "TemporalPositionIndex")),
-            acquisition_number=_int(ds.get("AcquisitionNumber")),
+            acquisition_number=_int(_get(ds, "AcquisitionNumber")),
             voi=voi,
             slope=frame_slope if frame_slope is not None else slope,
             intercept=frame_intercept if frame_intercept is not None else intercept,
@@ -268,9 +290,9 @@ def _enhanced_frames(path, ds, shared, n_frames, slope, intercept) -> list[Slice
 
 
 def _classic_frames(path, ds, n_frames, orientation, slope, intercept) -> list[SliceRef]:
-    position = _triple(ds.get("ImagePositionPatient"))
-    voi = _window(ds.get("WindowCenter"), ds.get("WindowWidth"))
-    step = _float(ds.get("SpacingBetweenSlices"))
+    position = _triple(_get(ds, "ImagePositionPatient"))
+    voi = _window(_get(ds, "WindowCenter"), _get(ds, "WindowWidth"))
+    step = _float(_get(ds, "SpacingBetweenSlices"))
     normal = slice_normal(orientation) if n_frames > 1 and position and step else None
     frames = []
     for index in range(n_frames):
@@ -283,9 +305,9 @@ def _classic_frames(path, ds, n_frames, orientation, slope, intercept) -> list[S
             path=path,
             frame=index if n_frames > 1 else None,
             position=frame_position,
-            instance_number=_int(ds.get("InstanceNumber")),
-            temporal_index=_int(ds.get("TemporalPositionIdentifier")),
-            acquisition_number=_int(ds.get("AcquisitionNumber")),
+            instance_number=_int(_get(ds, "InstanceNumber")),
+            temporal_index=_int(_get(ds, "TemporalPositionIdentifier")),
+            acquisition_number=_int(_get(ds, "AcquisitionNumber")),
             voi=voi,
             slope=slope,
             intercept=intercept,
@@ -295,7 +317,7 @@ def _classic_frames(path, ds, n_frames, orientation, slope, intercept) -> list[S
 
 
 def _frame_uid(ds: Dataset, index: int, n_frames: int) -> str | None:
-    uid = str(ds.get("SOPInstanceUID", "") or "")
+    uid = str(_get(ds, "SOPInstanceUID", "") or "")
     if not uid:
         return None
     return f"{uid}#{index}" if n_frames > 1 else uid
@@ -304,7 +326,7 @@ def _frame_uid(ds: Dataset, index: int, n_frames: int) -> str | None:
 def _first(ds: Dataset | None, keyword: str) -> Dataset | None:
     if ds is None:
         return None
-    seq = ds.get(keyword)
+    seq = _get(ds, keyword)
     return seq[0] if seq else None
 
 
@@ -322,9 +344,9 @@ def _functional_value(ds: Dataset, shared: Dataset | None, sequence: str, keywor
 
 
 def _pixel_spacing(ds: Dataset, shared: Dataset | None) -> tuple[float, float] | None:
-    value = ds.get("PixelSpacing") or _functional_value(ds, shared, "PixelMeasuresSequence", "PixelSpacing")
+    value = _get(ds, "PixelSpacing") or _functional_value(ds, shared, "PixelMeasuresSequence", "PixelSpacing")
     if value is None:
-        value = ds.get("ImagerPixelSpacing")
+        value = _get(ds, "ImagerPixelSpacing")
     numbers = _floats(value, 2)
     if numbers is None or min(numbers) <= 0:
         return None  # missing, malformed, zero or negative spacing: shown without a scale
@@ -332,7 +354,7 @@ def _pixel_spacing(ds: Dataset, shared: Dataset | None) -> tuple[float, float] |
 
 
 def _orientation(ds: Dataset, shared: Dataset | None) -> tuple[float, ...] | None:
-    value = ds.get("ImageOrientationPatient") or _functional_value(ds, shared, "PlaneOrientationSequence", "ImageOrientationPatient")
+    value = _get(ds, "ImageOrientationPatient") or _functional_value(ds, shared, "PlaneOrientationSequence", "ImageOrientationPatient")
     numbers = _floats(value, 6)
     if numbers is None or not any(numbers[:3]) or not any(numbers[3:]):
         return None  # missing, malformed or degenerate: the slices are ordered without geometry
@@ -340,8 +362,8 @@ def _orientation(ds: Dataset, shared: Dataset | None) -> tuple[float, ...] | Non
 
 
 def _rescale(ds: Dataset, shared: Dataset | None) -> tuple[float, float]:
-    slope = _float(ds.get("RescaleSlope"))
-    intercept = _float(ds.get("RescaleIntercept"))
+    slope = _float(_get(ds, "RescaleSlope"))
+    intercept = _float(_get(ds, "RescaleIntercept"))
     if slope is None:
         slope = _float(_group_value(shared, "PixelValueTransformationSequence", "RescaleSlope"))
         intercept = _float(_group_value(shared, "PixelValueTransformationSequence", "RescaleIntercept"))
@@ -353,10 +375,10 @@ def _rescale(ds: Dataset, shared: Dataset | None) -> tuple[float, float]:
 
 
 def _stored_range(ds: Dataset, slope: float, intercept: float) -> tuple[float, float] | None:
-    bits = _int(ds.get("BitsStored")) or _int(ds.get("BitsAllocated"))
+    bits = _int(_get(ds, "BitsStored")) or _int(_get(ds, "BitsAllocated"))
     if not bits:
         return None
-    if int(ds.get("PixelRepresentation", 0) or 0) == 1:
+    if int(_get(ds, "PixelRepresentation", 0) or 0) == 1:
         low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
     else:
         low, high = 0, 2**bits - 1
@@ -366,7 +388,7 @@ def _stored_range(ds: Dataset, slope: float, intercept: float) -> tuple[float, f
 
 def _sequence_name(ds: Dataset) -> str:
     for keyword in ("SequenceName", "PulseSequenceName", "ScanningSequence"):
-        value = ds.get(keyword)
+        value = _get(ds, keyword)
         if value:
             return "\\".join(value) if isinstance(value, pydicom.multival.MultiValue) else str(value)
     return ""

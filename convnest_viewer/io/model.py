@@ -4,44 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 
 from convnest_viewer.io.orientation import orientation_letters, slice_normal
-
-if TYPE_CHECKING:
-    from convnest_viewer.io.tags import TagRow
+from convnest_viewer.io.pixels import slice_pixels
+from convnest_viewer.io.tags import TagRow, tag_rows
+from convnest_viewer.io.window import Window, percentile_window
 
 SourceKind = Literal["dicom", "nifti", "raster"]
-
-
-@dataclass(frozen=True)
-class Window:
-    """A display window (VOI): centre and width in the series' rescaled units."""
-
-    center: float
-    width: float
-
-    @property
-    def low(self) -> float:
-        """Return the value shown as black."""
-        return self.center - self.width / 2.0
-
-    @property
-    def high(self) -> float:
-        """Return the value shown as white."""
-        return self.center + self.width / 2.0
-
-    @classmethod
-    def from_range(cls, low: float, high: float) -> "Window":
-        """Build a window that maps low to black and high to white."""
-        width = max(float(high) - float(low), 1e-6)
-        return cls(center=(float(low) + float(high)) / 2.0, width=width)
-
-    def inverted(self, pivot: float) -> "Window":
-        """Return this window for values mirrored as pivot - value (MONOCHROME1)."""
-        return Window(center=pivot - self.center, width=self.width)
 
 
 @dataclass(frozen=True)
@@ -150,14 +122,10 @@ class Series:
 
     def pixels(self, index: int, volume: int = 0) -> np.ndarray:
         """Return slice `index` as float32 display values (rescaled, MONOCHROME1 inverted)."""
-        from convnest_viewer.io.pixels import slice_pixels
-
         return slice_pixels(self, self.slice_ref(index, volume))
 
     def window(self, index: int, volume: int = 0) -> Window:
         """Return the slice's own window: its VOI, else a robust percentile window."""
-        from convnest_viewer.io.pixels import percentile_window
-
         ref = self.slice_ref(index, volume)
         if ref.voi is not None:
             return ref.voi if self.invert_pivot is None else ref.voi.inverted(self.invert_pivot)
@@ -212,10 +180,8 @@ class Series:
             return 1.0
         return self.pixel_spacing[0] / self.pixel_spacing[1]
 
-    def tags(self, index: int = 0, volume: int = 0) -> list["TagRow"]:
+    def tags(self, index: int = 0, volume: int = 0) -> list[TagRow]:
         """Return every header element of the slice's file, for a tag browser."""
-        from convnest_viewer.io.tags import tag_rows
-
         return tag_rows(self, self.slice_ref(index, volume))
 
     def sources(self) -> list[Path]:

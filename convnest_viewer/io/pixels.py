@@ -9,11 +9,13 @@ from typing import TYPE_CHECKING, Callable, Hashable
 
 import numpy as np
 
-from convnest_viewer.io.model import SliceRef, Window
 from convnest_viewer.io.native_output import captured_stderr, last_line
+from convnest_viewer.io.window import Window, percentile_window
 
 if TYPE_CHECKING:
-    from convnest_viewer.io.model import Series
+    from convnest_viewer.io.model import Series, SliceRef
+
+__all__ = ["PIXEL_CACHE", "PixelCache", "PixelReadError", "apply_window", "percentile_window", "slice_pixels"]
 
 DEFAULT_CACHE_BYTES = 512 * 1024 * 1024
 _MAX_ABS_VALUE = 1e30  # larger magnitudes are damage, not signal (and overflow float32 arithmetic)
@@ -204,19 +206,6 @@ def to_grayscale(array: np.ndarray) -> np.ndarray:
         rgb = array[..., :3].astype(np.float32)
         return rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     raise PixelReadError(f"unexpected pixel array shape {array.shape}")
-
-
-def percentile_window(values: np.ndarray, low: float = 0.5, high: float = 99.5) -> Window:
-    """Return a robust window spanning the given percentiles of the slice's values."""
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return Window(0.0, 1.0)
-    lo, hi = np.percentile(finite, [low, high])
-    if hi <= lo:
-        lo, hi = float(finite.min()), float(finite.max())
-    if hi <= lo:
-        hi = lo + 1.0
-    return Window.from_range(float(lo), float(hi))
 
 
 def apply_window(values: np.ndarray, window: Window) -> np.ndarray:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from convnest_viewer.io.limits import image_size_problem
 from convnest_viewer.io.native_output import captured_stderr
-from convnest_viewer.io.model import Series, SliceRef, Skipped, StudyInfo, Window
+from convnest_viewer.io.model import Series, SliceRef, Skipped, StudyInfo
+from convnest_viewer.io.window import Window
 
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 EIGHT_BIT_WINDOW = Window.from_range(0.0, 255.0)

@@ -5,10 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from convnest_viewer.io.model import SliceRef
-
 if TYPE_CHECKING:
-    from convnest_viewer.io.model import Series
+    from convnest_viewer.io.model import Series, SliceRef
 
 _MAX_VALUE_CHARS = 200
 

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+from html import escape as html_escape
+
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QGridLayout, QLabel, QProgressBar, QVBoxLayout, QWidget
 
+from convnest_viewer.inference.card import ClassInfo
 from convnest_viewer.results import summarize
 
-CLASS_COLORS = {"glioma": (231, 76, 60), "meningioma": (241, 196, 15), "notumor": (46, 204, 113), "pituitary": (52, 152, 219)}
-_FALLBACK_COLORS = [(155, 89, 182), (230, 126, 34), (26, 188, 156), (149, 165, 166)]
+_FALLBACK_COLOURS = ["#9b59b6", "#e67e22", "#1abc9c", "#95a5a6", "#34495e", "#d35400"]
 
 
-def class_color(class_id: str, index: int) -> tuple[int, int, int]:
-    """Return the display colour of a class."""
-    return CLASS_COLORS.get(class_id, _FALLBACK_COLORS[index % len(_FALLBACK_COLORS)])
+def class_colour(info: ClassInfo, index: int) -> tuple[int, int, int]:
+    """Return a class's display colour as RGB: the card's, else one of a fixed palette by output position."""
+    text = info.colour or _FALLBACK_COLOURS[index % len(_FALLBACK_COLOURS)]
+    return int(text[1:3], 16), int(text[3:5], 16), int(text[5:7], 16)
 
 
 class ProbabilityPanel(QWidget):
@@ -27,6 +30,7 @@ class ProbabilityPanel(QWidget):
         super().__init__(parent)
         self.class_ids: list[str] = []
         self.display_names: dict[str, str] = {}
+        self.no_finding = ""
         self._bars: list[tuple[QLabel, QProgressBar]] = []
         layout = QVBoxLayout(self)
         self.title = QLabel("Model: not loaded")
@@ -46,12 +50,15 @@ class ProbabilityPanel(QWidget):
         self.plot.setLabel("left", "probability")
         self.plot.setMouseEnabled(x=False, y=False)
         self.plot.hideButtons()
-        self.plot.addLegend(offset=(5, 5), labelTextSize="8pt")
         self.withheld = pg.BarGraphItem(x=[], height=[], width=1.0, y0=0, brush=pg.mkBrush(200, 200, 200, 150), pen=None)
         self.plot.addItem(self.withheld)
         self.cursor = pg.InfiniteLine(angle=90, pen=pg.mkPen((40, 40, 40), width=1, style=Qt.PenStyle.DashLine))
         self.plot.addItem(self.cursor)
         self.plot.scene().sigMouseClicked.connect(self._plot_clicked)
+        self.legend = QLabel("")  # above the plot, never over its curves
+        self.legend.setWordWrap(True)
+        self.legend.setTextFormat(Qt.TextFormat.RichText)
+        layout.addWidget(self.legend)
         layout.addWidget(self.plot, stretch=1)
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
@@ -65,10 +72,11 @@ class ProbabilityPanel(QWidget):
         self._n_slices = 0
         self.current: np.ndarray | None = None
 
-    def set_classes(self, class_ids: list[str], display_names: list[str]) -> None:
-        """Build one bar and one curve per class."""
-        self.class_ids = list(class_ids)
-        self.display_names = dict(zip(class_ids, display_names))
+    def set_classes(self, classes: list[ClassInfo]) -> None:
+        """Build one bar, one curve and one legend entry per class of the model's card."""
+        self.class_ids = [c.id for c in classes]
+        self.display_names = {c.id: c.display for c in classes}
+        self.no_finding = next((c.id for c in classes if c.no_finding), "")
         for label, bar in self._bars:
             label.deleteLater()
             bar.deleteLater()
@@ -76,19 +84,41 @@ class ProbabilityPanel(QWidget):
         for curve in self._curves:
             self.plot.removeItem(curve)
         self._curves = []
-        for row, (class_id, name) in enumerate(zip(class_ids, display_names)):
+        legend = []
+        for row, info in enumerate(classes):
+            name = info.display
             label = QLabel(name)
             bar = QProgressBar()
             bar.setRange(0, 1000)
             bar.setFormat("–")
             bar.setTextVisible(True)
-            r, g, b = class_color(class_id, row)
+            r, g, b = class_colour(info, row)
+            legend.append(f'<span style="color: rgb({r},{g},{b});">&#9632;</span>&nbsp;{html_escape(name)}')
             bar.setStyleSheet(f"QProgressBar::chunk {{ background-color: rgb({r},{g},{b}); }}")
             self._bar_grid.addWidget(label, row, 0)
             self._bar_grid.addWidget(bar, row, 1)
             self._bars.append((label, bar))
             self._curves.append(self.plot.plot([], [], pen=pg.mkPen((r, g, b), width=2), name=name,
                                                symbol="o", symbolSize=4, symbolBrush=(r, g, b), symbolPen=None))
+        self.legend.setText("<small>" + " &nbsp; ".join(legend) + "</small>")
+
+    def bar_values(self) -> list[int]:
+        """Return each class bar's value in thousandths (0 while pending or not assessed)."""
+        return [bar.value() for _, bar in self._bars]
+
+    def bar_texts(self) -> list[str]:
+        """Return each class bar's text: its probability, "pending…" or "not assessed"."""
+        return [bar.format() for _, bar in self._bars]
+
+    def highlighted_class(self) -> int | None:
+        """Return the output index of the class marked as predicted (bold, ▶), or None."""
+        marked = [i for i, (label, _) in enumerate(self._bars) if label.font().bold() and label.text().startswith("▶")]
+        return marked[0] if marked else None
+
+    def curve(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Return the strip plot's (slice numbers, probabilities) of one class (empty before any result)."""
+        xs, ys = self._curves[index].getData()
+        return (np.zeros(0), np.zeros(0)) if xs is None else (xs, ys)
 
     def set_model_text(self, text: str) -> None:
         """Set the line naming the model and device."""
@@ -145,7 +175,7 @@ class ProbabilityPanel(QWidget):
     def _summary_html(self, table: np.ndarray, failed: int, withheld: np.ndarray) -> str:
         if not len(table) or not self.class_ids:
             return ""
-        summary = summarize(table, self.class_ids, failed, withheld)
+        summary = summarize(table, self.class_ids, self.no_finding, failed, withheld)
         counts = ", ".join(f"{self.display_names[c]}: {n}" for c, n in summary.counts.items() if n)
         text = f"<b>Series:</b> {summary.sentence(self.display_names)}"
         if counts:

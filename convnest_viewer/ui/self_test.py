@@ -63,11 +63,11 @@ def _run(window, paths: list[str], deadline: float, summary: dict) -> None:
     summary["skipped"] = len(result.skipped)
     if not result.series:
         raise SelfTestFailure("no image series found in " + ", ".join(paths))
-    wait_until(lambda: bool(window.model_id) or window.model_error is not None, deadline, "the model to load")
-    if window.model_error:
-        raise SelfTestFailure(f"model not loaded: {window.model_error}")
-    summary["model"] = {"name": window.model_name, "sha256": window.model_id}
-    summary["device"] = window.worker.classifier.device_name
+    wait_until(lambda: bool(window.state.model_id) or window.state.model_error is not None, deadline, "the model to load")
+    if window.state.model_error:
+        raise SelfTestFailure(f"model not loaded: {window.state.model_error}")
+    summary["model"] = {"name": window.state.model.name, "sha256": window.state.model_id}
+    summary["device"] = window.state.model.device_name
     summary["series"] = [_classify_series(window, series, deadline) for series in result.series]
     readable = [(series, row) for series, row in zip(result.series, summary["series"]) if row["classified"]]
     if not readable:
@@ -75,30 +75,30 @@ def _run(window, paths: list[str], deadline: float, summary: dict) -> None:
         return
     series, row = readable[0]
     window.browser.select(series.key)
-    wait_until(lambda: window.series is series, deadline, "the first readable series to show")
+    wait_until(lambda: window.state.series is series, deadline, "the first readable series to show")
     failed = {(f["volume"] - 1, f["slice"] - 1) for f in row["failed"]}
-    if (window.volume, window.index) in failed:
-        window.set_slice(next(i for i in range(series.n_slices) if (window.volume, i) not in failed))
+    if (window.state.volume, window.state.index) in failed:
+        window.state.set_slice(next(i for i in range(series.n_slices) if (window.state.volume, i) not in failed))
     summary["heatmaps"] = {method: _heatmap(window, method, deadline) for method in ("gradcam", "shap")}
 
 
 def _classify_series(window, series, deadline: float) -> dict:
     window.browser.select(series.key)
-    wait_until(lambda: window.series is series, deadline, f"series {series.description!r} to show")
+    wait_until(lambda: window.state.series is series, deadline, f"series {series.description!r} to show")
     total = series.n_slices * series.n_volumes
-    wait_until(lambda: len(window.store.finished(window.model_id, series.key)) >= total, deadline,
+    wait_until(lambda: len(window.store.finished(window.state.model_id, series.key)) >= total, deadline,
                f"every slice of {series.description!r} to be classified")
-    failures = window.store.failures(window.model_id, series.key)
-    withheld = window.store.not_assessed(window.model_id, series.key)
+    failures = window.store.failures(window.state.model_id, series.key)
+    withheld = window.store.not_assessed(window.state.model_id, series.key)
     predicted: dict[str, int] = {}
     for volume in range(series.n_volumes):
         for index in range(series.n_slices):
             if (volume, index) in failures:
                 continue
-            probabilities = window.store.probabilities(window.model_id, series.key, volume, index)
+            probabilities = window.store.probabilities(window.state.model_id, series.key, volume, index)
             if probabilities is None or not np.isclose(probabilities.sum(), 1.0, atol=1e-4):
                 raise SelfTestFailure(f"slice {index + 1} of {series.description!r} has no valid probabilities")
-            class_id = window.class_ids[int(np.argmax(probabilities))]
+            class_id = window.state.class_ids[int(np.argmax(probabilities))]
             if (volume, index) in withheld:
                 class_id = "not assessed"
             predicted[class_id] = predicted.get(class_id, 0) + 1
@@ -110,14 +110,14 @@ def _classify_series(window, series, deadline: float) -> dict:
 def _heatmap(window, method: str, deadline: float) -> dict:
     shown = []
     window.overlayShown.connect(lambda key: shown.append(key) if key is not None and key.method == method else None)
-    window.set_overlay_mode(method)
+    window.state.set_overlay_mode(method)
     wait_until(lambda: bool(shown), deadline, f"the {method} overlay")
     heatmap = window.view.heatmap
-    expected = (window.series.rows, window.series.columns)
+    expected = (window.state.series.rows, window.state.series.columns)
     if heatmap is None or heatmap.shape != expected:
         raise SelfTestFailure(f"{method} overlay has shape {None if heatmap is None else heatmap.shape}, slice is {expected}")
     if not (np.isfinite(heatmap).all() and 0.0 <= heatmap.min() and heatmap.max() <= 1.0):
         raise SelfTestFailure(f"{method} overlay is not a map in [0, 1]")
     key = shown[-1]
-    return {"slice": key.index + 1, "target": window.class_ids[key.target_index], "shape": list(heatmap.shape),
+    return {"slice": key.index + 1, "target": window.state.class_ids[key.target_index], "shape": list(heatmap.shape),
             "max_at": [int(v) for v in np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)]}

@@ -6,10 +6,13 @@ from PySide6.QtCore import QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QIcon, QImage, QPixmap
 from PySide6.QtWidgets import QLabel, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget
 
+from convnest_viewer.annotations import format_dicom_date
 from convnest_viewer.io import LoadResult, PixelReadError, Series, apply_window
 
 THUMB = 64
+FILE_COLUMN_MAX = 120  # pixels; the full path is in the file's tooltip
 _KEY_ROLE = Qt.ItemDataRole.UserRole
+_REASON_ROLE = Qt.ItemDataRole.UserRole + 1  # the reason unwrapped
 
 
 def series_label(series: Series) -> str:
@@ -54,6 +57,10 @@ class SeriesBrowser(QWidget):
         self.skipped = QTreeWidget()
         self.skipped.setHeaderLabels(["File", "Reason"])
         self.skipped.setRootIsDecorated(False)
+        self.skipped.setUniformRowHeights(False)  # a reason is a sentence: wrapped onto lines, never cut off
+        self.skipped.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # long file names keep both ends
+        self.skipped.header().setStretchLastSection(True)
+        self.skipped.header().sectionResized.connect(lambda *_: self._wrap_reasons())
         layout.addWidget(self.skipped, stretch=1)
         self._items: dict[str, QTreeWidgetItem] = {}
         self._series: dict[str, Series] = {}
@@ -85,17 +92,17 @@ class SeriesBrowser(QWidget):
         self.tree.expandAll()
         self.tree.blockSignals(False)
         self.skipped.clear()
-        for entry in result.skipped:
-            row = QTreeWidgetItem([entry.path.name, entry.reason])
-            row.setToolTip(0, str(entry.path))
-            row.setToolTip(1, entry.reason)
-            self.skipped.addTopLevelItem(row)
-        for note in result.notes:
-            row = QTreeWidgetItem([note.path.name, f"read, with a note: {note.text}"])
-            row.setToolTip(0, str(note.path))
-            row.setToolTip(1, note.text)
+        rows = [(entry.path, entry.reason, entry.reason) for entry in result.skipped]
+        rows += [(note.path, f"read, with a note: {note.text}", note.text) for note in result.notes]
+        for path, reason, tooltip in rows:
+            row = QTreeWidgetItem([path.name, reason])
+            row.setData(1, _REASON_ROLE, reason)
+            row.setToolTip(0, str(path))
+            row.setToolTip(1, tooltip)
             self.skipped.addTopLevelItem(row)
         self.skipped.resizeColumnToContents(0)
+        self.skipped.setColumnWidth(0, min(self.skipped.columnWidth(0), FILE_COLUMN_MAX))  # room for the reasons
+        self._wrap_reasons()
         self.skipped_label.setText(_problems_text(len(result.skipped), len(result.notes)))
         self.skipped.setVisible(bool(result.skipped or result.notes))
         self._thumb_queue = list(result.series)
@@ -107,6 +114,23 @@ class SeriesBrowser(QWidget):
         series = self._series.get(key)
         if item is not None and series is not None:
             item.setText(0, f"{series_label(series)}\n→ {text}")
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._wrap_reasons()
+
+    def _wrap_reasons(self) -> None:
+        """Break each reason onto as many lines as the reason column needs (Qt would cut it off)."""
+        metrics = self.skipped.fontMetrics()
+        width = max(self.skipped.viewport().width() - self.skipped.columnWidth(0) - 12, 60)
+        for i in range(self.skipped.topLevelItemCount()):
+            item = self.skipped.topLevelItem(i)
+            item.setText(1, wrap_text(item.data(1, _REASON_ROLE) or "", width, metrics.horizontalAdvance))
+
+    def item_text(self, key: str) -> str:
+        """Return the text of a series' entry in the tree (its label and the model's finding), "" if unknown."""
+        item = self._items.get(key)
+        return item.text(0) if item is not None else ""
 
     def select(self, key: str) -> None:
         """Select a series by key (emits seriesSelected)."""
@@ -135,14 +159,26 @@ class SeriesBrowser(QWidget):
             item.setIcon(0, QIcon(pixmap))
 
 
-def format_dicom_date(value: str) -> str:
-    """Return a DICOM date (YYYYMMDD) as YYYY-MM-DD; other text unchanged."""
-    return f"{value[:4]}-{value[4:6]}-{value[6:8]}" if len(value) == 8 and value.isdigit() else value
-
-
 def _problems_text(skipped: int, notes: int) -> str:
     """Return the label above the problem list: how many files were skipped and how many read with a note."""
     parts = [f"{skipped} file(s) skipped" if skipped else "No files skipped"]
     if notes:
         parts.append(f"{notes} read with a note")
     return ", ".join(parts)
+
+
+def wrap_text(text: str, width: float, advance) -> str:
+    """Break text into lines no wider than width (advance(text) gives a text's width), at spaces where possible."""
+    lines, line = [], ""
+    for word in text.split(" "):
+        candidate = f"{line} {word}" if line else word
+        if line and advance(candidate) > width:
+            lines.append(line)
+            candidate = word
+        while advance(candidate) > width and len(candidate) > 1:  # a word wider than the column: cut it
+            cut = max(1, int(len(candidate) * width / max(advance(candidate), 1)))
+            lines.append(candidate[:cut])
+            candidate = candidate[cut:]
+        line = candidate
+    lines.append(line)
+    return "\n".join(lines)

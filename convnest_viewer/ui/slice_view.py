@@ -134,6 +134,14 @@ class SliceView(pg.GraphicsLayoutWidget):
         self._corners[corner].setText(text)
         self._place_labels()
 
+    def corner_text(self, corner: str) -> str:
+        """Return the text shown in a corner (top_left, top_right, bottom_left, bottom_right)."""
+        return self._corners[corner].toPlainText()
+
+    def orientation_labels(self) -> dict[str, str]:
+        """Return the patient direction shown at each image edge (left, right, top, bottom)."""
+        return {edge: label.toPlainText() for edge, label in self._letters.items()}
+
     def show_message(self, text: str) -> None:
         """Show a centred message in place of a slice (e.g. why it cannot be shown)."""
         self.image.clear()

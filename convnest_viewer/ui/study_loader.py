@@ -7,6 +7,7 @@ from pathlib import Path
 from PySide6.QtCore import QThread, Signal
 
 from convnest_viewer.io import LoadResult, Skipped, load_study
+from convnest_viewer.ui import settings as prefs
 
 
 class StudyLoader(QThread):
@@ -31,3 +32,47 @@ class StudyLoader(QThread):
             result = LoadResult(skipped=[Skipped(Path(str(self.paths[0])), f"load failed: {type(exc).__name__}: {exc}")])
         if not self._cancelled:
             self.loaded.emit(result, self.paths)
+
+
+class StudyOpeningMixin:
+    """How MainWindow opens studies: paths, drops and recent entries go through a StudyLoader thread."""
+
+    def open_paths(self, paths: list[str]) -> None:
+        """Open folders/files/DICOMDIRs as the current study (scanned in a background thread)."""
+        paths = [str(p) for p in paths]
+        if not paths:
+            return
+        if self._loader is not None:
+            self._loader.cancel()
+            self._loader.wait(5000)
+        self.statusBar().showMessage("Opening " + ", ".join(Path(p).name for p in paths) + "…")
+        self.progress.setVisible(True)
+        self.progress.setRange(0, 0)
+        self._loader = StudyLoader(paths, self)
+        self._loader.progress.connect(self._scan_progress)
+        self._loader.loaded.connect(self._study_loaded)
+        self._loader.start()
+
+    def _scan_progress(self, done: int, total: int) -> None:
+        self.progress.setRange(0, total)
+        self.progress.setValue(done)
+        self.progress.setFormat("reading headers %v/%m")
+
+    def _study_loaded(self, result: LoadResult, paths: list[str]) -> None:
+        self._loader = None
+        self.progress.setVisible(False)
+        self.set_result(result)
+        if result.series:
+            prefs.add_recent_study(self.settings, paths)
+            self.fill_recent_menu()
+        self.studyLoaded.emit(result)
+
+    def dragEnterEvent(self, event) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        paths = [url.toLocalFile() for url in event.mimeData().urls() if url.isLocalFile()]
+        if paths:
+            event.acceptProposedAction()
+            self.open_paths(paths)

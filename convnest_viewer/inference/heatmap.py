@@ -1,0 +1,20 @@
+"""The heatmap type and the explanation methods' names: no torch, so the viewer can use them before the model loads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+METHODS = ("gradcam", "shap")
+METHOD_NAMES = {"gradcam": "Grad-CAM", "shap": "Gradient SHAP"}
+
+
+@dataclass
+class Heatmap:
+    """A map in [0, 1] over the original slice (same rows x columns), and what it explains."""
+
+    values: np.ndarray
+    method: str
+    target_index: int
+    target_id: str
