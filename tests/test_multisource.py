@@ -203,3 +203,54 @@ def test_augmentation_is_reproducible_and_keeps_the_input_shape(small_multi_pack
     other = augment(images, V2, config, torch.Generator().manual_seed(6))
     assert first.shape == (16, 1, 64, 64) and torch.equal(first, again) and not torch.equal(first, other)
     assert first.min() >= -1.0 and first.max() <= 1.0
+
+
+HEALTHY_SAGITTAL_2D = SHARED / "dicom" / "patient-positions" / "In" / "HFS" / "3_t1_fl2d_sag"  # 35 slices 4.8 mm apart
+HEALTHY_3D_2MM = SHARED / "dicom" / "enhanced-multiframe" / "In" / "5_anat-T1w_acq-tfl"  # 96 frames, 2 mm isotropic
+
+
+def test_a_healthy_dicom_series_gives_no_tumour_slices_in_the_planes_it_samples():
+    from training.sources import list_healthy_volume, list_source
+
+    thick = list_healthy_volume(HEALTHY_SAGITTAL_2D)
+    assert {r.plane for r in thick.records} == {"sagittal"}  # 4.8 mm apart: never resliced
+    assert thick.left_out["axial plane not sampled finely enough"] == 1
+    assert all(r.label == NOTUMOR and r.sequence == "t1" and r.source == "healthy-heads" for r in thick.records)
+    assert thick.records[0].case == "HFS_3_t1_fl2d_sag" and thick.records[0].slice_count == 35
+    # every slice (4.8 mm apart) is considered; the ears and the slices beside the head are left out
+    assert len(thick.records) + sum(thick.left_out[k] for k in ("too little head visible", "blank slice")) == 35
+    assert 20 <= len(thick.records) < 35
+    isotropic = list_source(HEALTHY_3D_2MM, healthy=True)
+    planes = {plane: sum(r.plane == plane for r in isotropic.records) for plane in ("axial", "coronal", "sagittal")}
+    assert all(count >= 30 for count in planes.values()), planes
+
+
+def test_training_reads_a_dicom_series_slice_as_the_app_shows_it():
+    from training.data import record_model_image
+    from training.sources import list_healthy_volume
+
+    records = list_healthy_volume(HEALTHY_SAGITTAL_2D).records
+    series = load_study([HEALTHY_SAGITTAL_2D]).series[0]
+    for record in records[::7]:
+        # the volume runs right to left; the app's series runs in its file order, left to right here
+        shown = series.n_slices - 1 - record.slice_index
+        app_image, _ = model_uint8(series.pixels(shown), series.window(shown), V2)
+        assert np.array_equal(app_image, record_model_image(record, V2)), record.slice_index
+
+
+def test_reslices_of_a_dicom_series_share_the_axes_of_the_slices_the_app_shows():
+    from training.volumes import dicom_series_volume, take_slice
+
+    volume = dicom_series_volume(HEALTHY_3D_2MM)
+    series = load_study([HEALTHY_3D_2MM]).series[0]
+    assert volume.own_plane == "sagittal" and volume.planes == ("axial", "coronal", "sagittal")
+    assert volume.array.shape == (128, 128, 96) and volume.spacing == pytest.approx((2.0, 2.0, 2.0))
+    x = 40
+    shown = series.pixels(int(volume.shown_index[x]))  # the app's sagittal slice: head up, face left
+    assert np.array_equal(take_slice(volume.array, "sagittal", x), shown)
+    rows, columns = shown.shape
+    for row in (30, 64, 100):  # an axial slice at that height: face up (its rows are the sagittal slice's columns)
+        z = rows - 1 - row
+        assert np.array_equal(take_slice(volume.array, "axial", z)[:, x], shown[row])
+    for column in (20, 70):  # a coronal slice at that depth: head up (its rows are the sagittal slice's rows)
+        assert np.array_equal(take_slice(volume.array, "coronal", column)[:, x], shown[:, column])

@@ -207,6 +207,27 @@ def test_tiny_end_to_end_run_exports_a_model_the_app_loads(small_pack, tmp_path,
     assert np.allclose(prediction.probabilities, expected, atol=2e-2)
 
 
+def test_a_run_can_start_from_a_model_folders_checked_weights(small_pack, tmp_path):
+    from convnest_viewer.inference.card import ModelCardError
+    from convnest_viewer.inference.weights import write_model_folder
+
+    data, _ = small_pack
+    first = Trainer(_config(epochs=1), data, tmp_path / "first")
+    first.fit(progress=False)
+    folder = tmp_path / "models" / "first"
+    write_model_folder(first.final_model, _config().card("first"), folder, dtype="float32")
+    started = Trainer(_config(init_from=str(folder)), data, tmp_path / "second")
+    for name, tensor in first.final_model.state_dict().items():
+        assert torch.equal(tensor, started.model.state_dict()[name]), name
+        assert torch.equal(tensor, started.final_model.state_dict()[name]), f"EMA {name}"  # the EMA starts there too
+    with pytest.raises(ValueError, match="but the run asks for"):
+        Trainer(_config(init_from=str(folder), architecture="convnext_atto"), data, tmp_path / "other-architecture")
+    shard = next(folder.glob("*.safetensors"))
+    shard.write_bytes(shard.read_bytes()[:-8] + b"tampered")
+    with pytest.raises(ModelCardError, match="sha256"):
+        Trainer(_config(init_from=str(folder)), data, tmp_path / "tampered")
+
+
 def test_the_cards_limitations_give_the_held_out_figures_and_leave_out_trained_volumes():
     from training.export import limitations
 

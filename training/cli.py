@@ -15,8 +15,11 @@ def add_training_parsers(commands) -> None:
     from training.train import TrainConfig
 
     pack = commands.add_parser("pack", help="pack labelled slices of several sources into one compact file")
-    pack.add_argument("sources", nargs="+", type=Path,
+    pack.add_argument("sources", nargs="*", type=Path,
                       help="dataset roots (brain-tumor-mri, tcga-lgg, brats2013-hgg) and healthy NIfTI volumes")
+    pack.add_argument("--healthy", action="append", type=Path, default=[], metavar="PATH",
+                      help="a whole healthy head (DICOM series folder or file, or NIfTI file): its slices with "
+                           "head are no tumour, in the planes it samples finely (repeatable)")
     pack.add_argument("--out", type=Path, required=True, help="output .npz (a .json beside it lists the counts)")
     pack.add_argument("--size", type=int, default=224, help="model input size (default 224)")
     pack.add_argument("--preprocessing", default="letterbox-v2", help="preprocessing version (default letterbox-v2)")
@@ -113,7 +116,10 @@ def _run_pack(args) -> int:
     from training.data import pack_dataset
     from training.sources import list_source
 
+    if not args.sources and not args.healthy:
+        raise SystemExit("pack: name at least one dataset root or --healthy head")
     listings = [list_source(source) for source in args.sources]
+    listings += [list_source(head, healthy=True) for head in args.healthy]
     for listing in listings:
         summary = listing.summary()
         left_out = ", ".join(f"{count} {reason}" for reason, count in summary["left_out"].items()) or "none"

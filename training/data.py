@@ -10,10 +10,10 @@ import numpy as np
 
 from convnest_viewer.inference.card import CLASS_IDS, PreprocessSpec
 from convnest_viewer.inference.preprocess import model_uint8
-from convnest_viewer.io.model import Window
-from convnest_viewer.io.nifti import is_nifti
-from convnest_viewer.io.pixels import apply_window, percentile_window, read_raster, to_grayscale
+from convnest_viewer.io.pixels import apply_window, read_raster, to_grayscale
 from convnest_viewer.io.raster import EIGHT_BIT_WINDOW, RASTER_SUFFIXES
+from convnest_viewer.io.window import Window
+from training.volumes import is_volume_path, volume_slice, volume_window
 
 # Folder names of each known folder-per-class dataset, mapped to our class ids.
 CLASS_FOLDERS = {
@@ -26,7 +26,7 @@ SPLIT_FOLDERS = {"Training": "train", "Testing": "test"}
 class ImageRecord:
     """One labelled slice: where it is, its class, its source's own split, and where it sits in its scan.
 
-    A raster file is one slice; a NIfTI volume gives many, told apart by plane and slice index.
+    A raster file is one slice; a volume (NIfTI file, DICOM series) gives many, told apart by plane and slice index.
     """
 
     path: Path
@@ -69,11 +69,10 @@ def read_model_image(path: Path, spec: PreprocessSpec) -> np.ndarray:
 
 def record_pixels(record: ImageRecord) -> tuple[np.ndarray, Window]:
     """Return a record's slice values and the window the app would use for them."""
-    if record.plane and is_nifti(record.path):
-        from training.volumes import volume_slice
+    if record.plane and is_volume_path(record.path):
 
         values = volume_slice(record.path, record.plane, record.slice_index)
-        return values, percentile_window(values)
+        return values, volume_window(record.path, record.plane, record.slice_index, values)
     return to_grayscale(read_raster(record.path)).astype(np.float32), EIGHT_BIT_WINDOW
 
 
@@ -114,7 +113,7 @@ def thumbnail(path: Path) -> np.ndarray:
 
 def record_thumbnail(record: ImageRecord) -> np.ndarray:
     """Return a record's slice squashed to 32x32 (raster files as they are, volume slices windowed to 8 bits)."""
-    if record.plane and is_nifti(record.path):
+    if record.plane and is_volume_path(record.path):
         values, window = record_pixels(record)
         return _thumb(apply_window(values, window).astype(np.float32))
     return thumbnail(record.path)

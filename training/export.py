@@ -60,6 +60,24 @@ def limitations(report: dict) -> str:
     if healthy:
         called = ", ".join(f"{name} {1 - row['no_tumour_share']:.0%}" for name, row in healthy)
         parts.append(f"On healthy heads it never saw, the share of slices called a tumour was: {called}.")
-    parts.append("Slices outside the brain, blank slices and other images are withheld only if the model has a gate "
-                 "(`convnest gate-fit`), and even then not all of them: read every class with care.")
+    parts.append(GATE_UNMEASURED)
     return " ".join(parts)
+
+
+GATE_UNMEASURED = ("Slices outside the brain, blank slices and other images are withheld only if the model has a gate "
+                   "(`convnest gate-fit`), and even then not all of them: read every class with care.")
+GATE_MEASURED_START = "Its gate withholds"
+
+
+def with_gate_limitations(text: str, evaluation: dict) -> str:
+    """Return card limitations with the sentence on the gate replaced by what gate-fit measured."""
+    kept = text.split(" " + GATE_MEASURED_START)[0].split(GATE_MEASURED_START)[0]
+    kept = kept.replace(GATE_UNMEASURED, "").strip()
+    out = evaluation["out_of_domain"]
+    epi = [row for name, row in out.items() if name.startswith("EPI")]
+    epi_gated = sum(r["gated"] * r["slices"] for r in epi) / max(sum(r["slices"] for r in epi), 1)
+    sentence = (f"{GATE_MEASURED_START} {out['all']['gated']:.0%} of the out-of-domain test slices (outside the brain, "
+                f"blank, masks, damaged and non-brain images) and {evaluation['in_domain']['all']['gated']:.1%} of the "
+                f"held-out in-domain slices, but not all it should: {1 - epi_gated:.0%} of EPI slices still get a class; "
+                "read every class with care.")
+    return f"{kept} {sentence}".strip()

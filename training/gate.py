@@ -25,6 +25,7 @@ from convnest_viewer.inference.preprocess import normalize_uint8, to_uint8
 from convnest_viewer.inference.weights import sha256_of
 from convnest_viewer.io import load_study, percentile_window
 from training.data import PackedDataset
+from training.export import with_gate_limitations
 from training.train import TrainConfig, make_split
 
 FIT_PER_SOURCE_CLASS = 600  # training slices per (source, class) the statistics are fitted on
@@ -234,6 +235,7 @@ def fit_gate(model_dir: Path, data: PackedDataset, config: TrainConfig, shared: 
     spec.sha256 = sha256_of(gate_path)
     card = load_card(model_dir)
     card.gate = spec
+    card.limitations = with_gate_limitations(card.limitations, evaluation)
     card.save(model_dir)
     return evaluation
 

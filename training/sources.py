@@ -5,7 +5,8 @@ Slice labels from masks follow one rule for every source with masks (tcga-lgg, b
 - no tumour when the slice's mask is empty, the slice lies at least MIN_GAP_MM from every slice with tumour,
   and enough head is visible (at least MIN_HEAD_FRACTION of the scan's largest head section in that plane);
 - left out otherwise (a small or partial tumour, a slice next to the tumour, little head), and counted.
-Whole healthy volumes give no-tumour slices wherever some head is visible.
+Whole healthy heads (NIfTI volumes, DICOM series) give no-tumour slices wherever some head is visible, in every
+plane their voxels sample well.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from convnest_viewer.inference.card import CLASS_IDS
 from convnest_viewer.inference.foreground import MIN_HEAD_SHARE, head_mask
 from convnest_viewer.io.pixels import apply_window, percentile_window
 from training.data import ImageRecord, list_dataset
-from training.volumes import PLANES, plane_length, take_slice, volume_array
+from training.volumes import PLANES, plane_length, sampled_planes, slice_stride, take_slice, volume_array
 
 GLIOMA, NOTUMOR = CLASS_IDS.index("glioma"), CLASS_IDS.index("notumor")
 MIN_TUMOUR_MM2 = 100.0  # about a 1 cm x 1 cm lesion
@@ -31,8 +32,9 @@ MIN_GAP_MM = 8.0
 MIN_HEAD_FRACTION = 0.4
 TCGA_PIXEL_MM = 0.9  # tcga-lgg slices are 256 x 256 over a field of view of about 22-24 cm
 TCGA_SLICE_MM = 5.0  # typical slice spacing of the tcga-lgg scans (20-40 slices over the head)
-VOLUME_STRIDE = 2  # every second 1 mm slice: neighbours are near-copies
+VOLUME_STRIDE = 2  # mm between slices taken from a volume (every second 1 mm slice): neighbours are near-copies
 TCGA_SEQUENCES = ("t1", "flair", "t1c")
+HEALTHY_SOURCE = "healthy-heads"
 BRATS_SEQUENCES = {"Flair": "flair", "T1c": "t1c"}
 
 
@@ -66,9 +68,9 @@ def detect_source(path: Path) -> str:
     raise ValueError(f"{path}: not a known dataset (folder-per-class, tcga-lgg, label volumes or a NIfTI volume)")
 
 
-def list_source(path: Path) -> SourceListing:
-    """List the labelled slices of any known source."""
-    kind = detect_source(path)
+def list_source(path: Path, healthy: bool = False) -> SourceListing:
+    """List the labelled slices of any known source; healthy=True reads the path as a whole healthy head."""
+    kind = "healthy-volume" if healthy else detect_source(path)
     if kind == "folder-per-class":
         return SourceListing(Path(path).name, list_dataset(path))
     if kind == "tcga-lgg":
@@ -160,19 +162,46 @@ def list_label_volumes(root: Path) -> SourceListing:
     return listing
 
 
+def _volume_head_share(values: np.ndarray) -> float:
+    return float(head_mask(apply_window(values, percentile_window(values))).mean())
+
+
 def list_healthy_volume(path: Path) -> SourceListing:
-    """List the slices of a healthy head's volume in all three planes as no tumour (blank slices left out)."""
+    """List the slices of a healthy head (NIfTI file or DICOM series) in the planes it samples well, as no tumour.
+
+    Blank slices and slices with less head than MIN_HEAD_FRACTION of the largest section in their plane (beside
+    or below the head: the slices the gate is meant to withhold) are left out, as for the sources with masks. The case is the file or folder's name
+    (with its parent's for a DICOM folder, whose own name is often only the series').
+    """
     path = Path(path)
-    listing = SourceListing("healthy-volunteer")
-    volume = volume_array(path)
-    case = path.name.split(".")[0]
-    sequence = next((s for s in ("t1c", "t1", "t2", "flair", "pd") if re.search(rf"(^|_){s}($|_)", case.lower())), "")
-    for plane in PLANES:
+    listing = SourceListing(HEALTHY_SOURCE)
+    try:
+        volume, planes = volume_array(path), sampled_planes(path)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable healthy head volume: {exc}") from exc
+    case = path.name.split(".")[0] if path.is_file() else f"{path.parent.name}_{path.name}"
+    for plane in planes:
         count = plane_length(volume.shape, plane)
-        for i in range(0, count, VOLUME_STRIDE):
-            values = take_slice(volume, plane, i)
-            if head_mask(apply_window(values, percentile_window(values))).mean() < MIN_HEAD_SHARE:
+        taken = range(0, count, slice_stride(path, plane, VOLUME_STRIDE))
+        head = {i: _volume_head_share(take_slice(volume, plane, i)) for i in taken}
+        largest = max(head.values(), default=0.0)
+        for i in taken:
+            if head[i] < MIN_HEAD_SHARE:
                 listing.left_out["blank slice"] += 1
                 continue
-            listing.records.append(ImageRecord(path, NOTUMOR, "", listing.source, case, "", sequence, plane, i, count))
+            if head[i] < MIN_HEAD_FRACTION * largest:
+                listing.left_out["too little head visible"] += 1
+                continue
+            listing.records.append(ImageRecord(path, NOTUMOR, "", listing.source, case, "",
+                                               sequence_from_name(case), plane, i, count))
+    listing.left_out.update({f"{plane} plane not sampled finely enough": 1 for plane in PLANES if plane not in planes})
     return listing
+
+
+def sequence_from_name(name: str) -> str:
+    """Return the sequence a file or series name states (t1c, t1, t2, flair, pd; t1w counts as t1), else ""."""
+    words = re.split(r"[^a-z0-9]+", name.lower())
+    for sequence in ("t1c", "t1", "t2", "flair", "pd"):
+        if sequence in words or (sequence in ("t1", "t2") and f"{sequence}w" in words):
+            return sequence
+    return ""

@@ -1,4 +1,8 @@
-"""Train any factory architecture on a packed dataset, on CPU or GPU, with checkpoints and resume."""
+"""Train any factory architecture on a packed dataset, on CPU or GPU, with checkpoints and resume.
+
+Longer than 400 lines: the run's config, its patient-safe split, the balanced sampling and the trainer that
+checkpoints all three are one unit; a resumed run must rebuild exactly what it saved.
+"""
 
 from __future__ import annotations
 
@@ -49,9 +53,10 @@ class TrainConfig:
     train_sources: str = ""  # comma-separated sources to train on ("": every source in the pack)
     holdout_institutions: str = "CS"  # tcga-lgg institutions never trained on (the held-out test)
     balance: bool = True  # draw each epoch balanced over sources (by source_weights) and classes within a source
-    source_weights: str = "brain-tumor-mri:0.5,tcga-lgg:0.28,brats2013-hgg:0.12,healthy-volunteer:0.1"
+    source_weights: str = "brain-tumor-mri:0.5,tcga-lgg:0.28,brats2013-hgg:0.12,healthy-heads:0.1"
     epoch_images: int = 0  # images drawn per epoch (0: as many as there are training images)
     sequence_augment: bool = True  # random intensity curves, bias field, blur, resolution, noise
+    init_from: str = ""  # a model folder (card + safetensors) whose weights start the run ("": from scratch)
     augment: AugmentConfig | None = None  # None: the default recipe (sequence contrast per sequence_augment)
 
     def __post_init__(self) -> None:
@@ -192,7 +197,10 @@ class Trainer:
             split_file.write_text(json.dumps(self.split.to_json()))
         (self.run_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
         torch.manual_seed(config.seed)
-        self.model = create_classifier(config.card("run")).to(self.device)
+        self.model = create_classifier(config.card("run"))
+        if config.init_from:
+            load_initial_weights(self.model, Path(config.init_from), config)
+        self.model = self.model.to(self.device)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         from timm.optim import create_optimizer_v2
@@ -351,6 +359,20 @@ class Trainer:
         self.epoch, self.history = int(state["epoch"]), state["history"]
         self.scheduler.step_update(self.epoch * self.steps_per_epoch)
         return True
+
+
+def load_initial_weights(model: torch.nn.Module, folder: Path, config: TrainConfig) -> None:
+    """Start a model from a model folder's weights (sha256-checked), refusing one built for another recipe."""
+    from convnest_viewer.inference.card import load_card
+    from convnest_viewer.inference.weights import load_state_dict
+
+    card = load_card(folder)
+    wanted = (config.architecture, config.size, config.preprocessing, [c.id for c in config.card("run").classes])
+    found = (card.architecture, card.preprocessing.size, card.preprocessing.version, [c.id for c in card.classes])
+    if wanted != found:
+        raise ValueError(f"{folder}: its model is (architecture, size, preprocessing, classes) {found}, "
+                         f"but the run asks for {wanted}")
+    model.load_state_dict(load_state_dict(folder, card))
 
 
 def cpu_supports_bf16() -> bool:
