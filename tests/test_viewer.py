@@ -383,3 +383,18 @@ def test_self_test_fails_cleanly_on_nothing_usable(model_dir, tmp_path):
                                 "--device", "cpu"], capture_output=True, text=True, timeout=300)
     assert completed.returncode == 1
     assert json.loads(completed.stdout[completed.stdout.index("{"):])["ok"] is False
+
+
+def test_a_study_opened_at_launch_is_shown_before_the_model_starts_loading(qtbot, model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("CONVNEST_SETTINGS_FILE", str(tmp_path / "settings.ini"))
+    win = MainWindow(model_dir=model_dir, device="cpu")
+    qtbot.addWidget(win)
+    win.show()
+    win.open_paths([str(DICOM / "ge-epi-4d")])  # as convnest-viewer PATH does, before its event loop runs
+    sessions_at_first_slice = []
+    win.sliceShown.connect(lambda *_: sessions_at_first_slice.append(win.session))
+    qtbot.waitUntil(lambda: bool(sessions_at_first_slice), timeout=TIMEOUT_MS)
+    assert sessions_at_first_slice[0] is None, "importing torch would have slowed the first slice down"
+    qtbot.waitUntil(lambda: bool(win.state.model_id), timeout=TIMEOUT_MS)
+    _wait_classified(qtbot, win, win.state.series)
+    win.close()

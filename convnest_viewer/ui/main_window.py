@@ -53,6 +53,7 @@ class MainWindow(StudyOpeningMixin, DialogsMixin, QMainWindow):
         self.interactive = True  # False in the self-test: no modal dialogs
         self._loader: StudyLoader | None = None
         self._closed = False
+        self._worker_after_study = False  # the model waits for the study opened at launch
         self._build_central()
         self.browser = SeriesBrowser()
         self.model_dock = ModelDock(self, self.state, self.settings)
@@ -120,9 +121,19 @@ class MainWindow(StudyOpeningMixin, DialogsMixin, QMainWindow):
         state.events.connect("identifiers", self._identifiers_changed)
 
     # --- the inference session -------------------------------------------------------------------
+    def study_opened(self) -> None:
+        """Start the model once the study that was opening at launch is on screen (see _start_worker)."""
+        if self._worker_after_study:
+            self._worker_after_study = False
+            self._start_worker()
+
     def _start_worker(self) -> None:
         if self.worker is not None or self._closed:
             return  # already running, or the window closed before its first event-loop turn
+        if self._loader is not None and self.session is None and not self._worker_after_study:
+            # a study is being read: importing torch now would slow its first slice down several times (the GIL)
+            self._worker_after_study = True
+            return
         device = None if self.device_choice == "auto" else self.device_choice
         self.session = InferenceSession(self.store, self.model_dir, device)
         self.worker = InferenceWorker(self.session)

@@ -62,6 +62,7 @@ class StudyOpeningMixin:
         self._loader = None
         self.progress.setVisible(False)
         self.set_result(result)
+        self.study_opened()
         if result.series:
             prefs.add_recent_study(self.settings, paths)
             self.fill_recent_menu()
