@@ -219,3 +219,38 @@ def test_an_unreadable_header_value_is_named_by_its_keyword_and_tag(tmp_path):
     skipped = read_dicom_record(path)
     assert skipped.path == path
     assert skipped.reason.startswith("invalid DICOM attribute Rows (0028,0010): BytesLengthException")
+
+
+def test_reading_headers_and_pixels_in_two_threads_keeps_every_note_and_leaks_no_warning_state(tmp_path):
+    import threading
+    import warnings
+
+    from convnest_viewer.io.loader import _read_one_with_notes
+    from convnest_viewer.io.pixels import read_dicom_frame
+
+    path = tmp_path / "badVR.dcm"
+    shutil.copy(pydicom_file("badVR.dcm"), path)  # InstanceNumber '1A': pydicom warns on every read
+    filters, show = list(warnings.filters), warnings.showwarning
+    notes, errors = [], []
+
+    def headers():
+        for _ in range(150):
+            notes.append(len(_read_one_with_notes(path)[1]))
+
+    def pixels():
+        for _ in range(150):
+            try:
+                read_dicom_frame(path, None, False)
+            except Exception as exc:  # noqa: BLE001 - the pixel data of this file is not decodable; only warnings matter
+                errors.append(type(exc).__name__)
+
+    with warnings.catch_warnings(record=True) as escaped:
+        warnings.simplefilter("always")
+        threads = [threading.Thread(target=headers), threading.Thread(target=pixels)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert notes == [1] * 150, "every header read keeps its note"
+    assert [w for w in escaped if "1A" in str(w.message)] == [], "no reader's warning escaped to the caller"
+    assert warnings.filters == filters and warnings.showwarning is show

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -13,6 +12,7 @@ import pydicom
 
 from convnest_viewer.io.dicom_headers import DicomRecord, read_dicom_record
 from convnest_viewer.io.model import FileNote, LoadResult, Series, Skipped
+from convnest_viewer.io.native_output import caught_warnings
 from convnest_viewer.io.nifti import is_nifti, read_nifti_series
 from convnest_viewer.io.raster import is_raster, read_raster_series
 from convnest_viewer.io.stacking import stack_volumes
@@ -176,8 +176,7 @@ def _group_key(record: DicomRecord) -> tuple:
 
 def _read_one_with_notes(path: Path):
     """Read one file; the warnings its readers raise become notes on that file instead of stderr output."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with caught_warnings() as caught:
         try:
             item = _read_one(path)
         except Exception as exc:  # noqa: BLE001 - a reader's bug costs this file, never the study

@@ -13,11 +13,25 @@ import re
 import sys
 import tempfile
 import threading
+import warnings
 from contextlib import contextmanager
 from typing import Iterator
 
 _LOCK = threading.Lock()
+_WARNINGS_LOCK = threading.RLock()
 _MAX_LINES = 3
+
+
+@contextmanager
+def caught_warnings() -> Iterator[list]:
+    """Run the block with Python warnings recorded (the list holds them) instead of shown.
+
+    One such block at a time across threads: warnings.catch_warnings swaps process-wide state, so two threads'
+    blocks would restore each other's filters and let a warning escape (or leave one thread's recorder installed).
+    """
+    with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield caught
 
 
 @contextmanager

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Callable, Hashable
 
 import numpy as np
 
-from convnest_viewer.io.native_output import captured_stderr, last_line
+from convnest_viewer.io.native_output import captured_stderr, caught_warnings, last_line
 from convnest_viewer.io.window import Window, percentile_window
 
 if TYPE_CHECKING:
@@ -120,13 +120,10 @@ def read_dicom_frame(path: Path, frame: int | None, compressed: bool = False) ->
         except DecodeFailed as exc:
             raise PixelReadError(f"{path}: cannot decode pixel data: {exc}") from exc
         return array
-    import warnings
-
     from pydicom.pixels import pixel_array
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the header's oddities were noted when the study was loaded
+        with caught_warnings():  # dropped: the header's oddities were noted when the study was loaded
             return pixel_array(str(path), index=frame)
     except Exception as exc:
         raise PixelReadError(f"{path}: cannot decode pixel data: {exc}") from exc
