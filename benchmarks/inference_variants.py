@@ -23,19 +23,6 @@ REPO = Path(__file__).resolve().parent.parent
 TOLERANCE = 1e-3
 
 
-def timed(function, batch: torch.Tensor, repeats: int) -> list[float]:
-    """Return the seconds of each of `repeats` calls (after two warm-up calls)."""
-    with torch.inference_mode():
-        function(batch)
-        function(batch)
-        times = []
-        for _ in range(repeats):
-            begin = time.perf_counter()
-            function(batch)
-            times.append(time.perf_counter() - begin)
-    return times
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -46,6 +33,7 @@ def main(argv=None) -> int:
 
     from convnest_viewer.inference.classifier import Classifier
     from convnest_viewer.io import load_study
+    from training.benchmark import call_times
     from training.train import cpu_supports_bf16
 
     classifier = Classifier(None, device=args.device)
@@ -86,8 +74,8 @@ def main(argv=None) -> int:
     rows, results = [], {}
     for name, function in variants.items():
         difference = float(np.abs(probabilities(function) - reference).max())
-        single = timed(function, inputs[:1], args.repeats)
-        batched = timed(function, inputs[:32], max(3, args.repeats // 4))
+        single = call_times(function, inputs[:1], args.repeats)
+        batched = call_times(function, inputs[:32], max(3, args.repeats // 4))
         results[name] = {"batch1_ms_median": statistics.median(single) * 1000,
                          "batch1_ms_p90": sorted(single)[int(0.9 * (len(single) - 1))] * 1000,
                          "batch32_slices_per_s": 32 / statistics.median(batched),

@@ -54,7 +54,7 @@ def study_summary_html(result: LoadResult, store: ResultStore, model_id: str, ca
     verdicts = {}
     lines = []
     for series in result.series:
-        if not is_classified(store, model_id, series):
+        if not store.series_finished(model_id, series):
             continue
         verdict = verdicts[series.key] = store.series_verdict(model_id, series.key, 0, series.n_slices,
                                                               card.class_ids, card.no_finding_id)
@@ -69,11 +69,6 @@ def study_summary_html(result: LoadResult, store: ResultStore, model_id: str, ca
     if lines:
         text += "<br><small>" + "<br>".join(lines[:max_lines]) + "</small>"
     return text
-
-
-def is_classified(store: ResultStore, model_id: str, series: Series) -> bool:
-    """Return whether every slice of every volume of a series has a result (or failed) for a model."""
-    return bool(model_id) and len(store.finished(model_id, series.key)) >= series.n_slices * series.n_volumes
 
 
 def _elide(text: str, limit: int = CORNER_WIDTH) -> str:

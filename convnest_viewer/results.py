@@ -123,6 +123,10 @@ class ResultStore:
         """Return the (volume, index) pairs classified or failed: nothing more to try there."""
         return self.classified(model_id, series_key) | set(self.failures(model_id, series_key))
 
+    def series_finished(self, model_id: str, series) -> bool:
+        """Return whether every slice of every volume of a series has a result or failed for a model."""
+        return bool(model_id) and len(self.finished(model_id, series.key)) >= series.n_slices * series.n_volumes
+
     def put_heatmap(self, key: HeatmapKey, heatmap: Heatmap) -> None:
         """Store a heatmap, dropping the oldest beyond the bound."""
         with self._lock:

@@ -183,7 +183,7 @@ class InferenceSession:
                 self._heatmap = None
             self._job = self._new_job(series, (focus_volume, focus_index))
             if not self._job.pending and self.model_id:  # done already: go on with the study's next series
-                waiting = next((s for s in self._study if not self._classified(s)), None)
+                waiting = self._next_unfinished()
                 if waiting is not None:
                     self._job = self._new_job(waiting, (0, waiting.n_slices // 2))
             self._lock.notify_all()
@@ -349,12 +349,13 @@ class InferenceSession:
         with self._lock:
             if finished.generation != self._job_generation:
                 return
-            waiting = next((s for s in self._study if not self._classified(s)), None)
+            waiting = self._next_unfinished()
         if waiting is not None:
             self.classify_series(waiting, waiting.n_slices // 2, 0, background=True)
 
-    def _classified(self, series: Series) -> bool:
-        return len(self.store.finished(self.model_id, series.key)) >= series.n_slices * series.n_volumes
+    def _next_unfinished(self) -> Series | None:
+        """Return the study's first series not yet finished for the model (call with the lock held)."""
+        return next((s for s in self._study if not self.store.series_finished(self.model_id, s)), None)
 
     def _make_heatmap(self, request: HeatmapRequest) -> None:
         from convnest_viewer.inference.explain import explain

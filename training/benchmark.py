@@ -60,18 +60,24 @@ def profile_architecture(architecture: str, size: int, cpu_runs: int = 20, gpu: 
         model(sample)
     result = {"architecture": architecture, "parameters_m": sum(p.numel() for p in model.parameters()) / 1e6,
               "gflops": counter.get_total_flops() / 1e9, "input_size": size, "cpu_threads": torch.get_num_threads()}
-    with torch.inference_mode():
-        for _ in range(3):
-            model(sample)
-        timings = []
-        for _ in range(cpu_runs):
-            started = time.perf_counter()
-            model(sample)
-            timings.append(time.perf_counter() - started)
+    timings = call_times(model, sample, cpu_runs, warm_up=3)
     result["cpu_latency_ms"] = float(np.median(timings) * 1000)
     if gpu and torch.cuda.is_available():
         result["gpu_images_per_second"] = _gpu_throughput(model, size)
     return result
+
+
+def call_times(function, argument, runs: int, warm_up: int = 2) -> list[float]:
+    """Return the seconds each of `runs` calls of function(argument) took, after warm-up calls (inference mode)."""
+    with torch.inference_mode():
+        for _ in range(warm_up):
+            function(argument)
+        times = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            function(argument)
+            times.append(time.perf_counter() - started)
+    return times
 
 
 def _gpu_throughput(model, size: int, batch: int = 64, runs: int = 20) -> float:

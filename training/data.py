@@ -70,7 +70,6 @@ def read_model_image(path: Path, spec: PreprocessSpec) -> np.ndarray:
 def record_pixels(record: ImageRecord) -> tuple[np.ndarray, Window]:
     """Return a record's slice values and the window the app would use for them."""
     if record.plane and is_volume_path(record.path):
-
         values = volume_slice(record.path, record.plane, record.slice_index)
         return values, volume_window(record.path, record.plane, record.slice_index, values)
     return to_grayscale(read_raster(record.path)).astype(np.float32), EIGHT_BIT_WINDOW

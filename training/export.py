@@ -71,8 +71,7 @@ GATE_MEASURED_START = "Its gate withholds"
 
 def with_gate_limitations(text: str, evaluation: dict) -> str:
     """Return card limitations with the sentence on the gate replaced by what gate-fit measured."""
-    kept = text.split(" " + GATE_MEASURED_START)[0].split(GATE_MEASURED_START)[0]
-    kept = kept.replace(GATE_UNMEASURED, "").strip()
+    kept = text.split(GATE_MEASURED_START)[0].replace(GATE_UNMEASURED, "").strip()
     out = evaluation["out_of_domain"]
     epi = [row for name, row in out.items() if name.startswith("EPI")]
     epi_gated = sum(r["gated"] * r["slices"] for r in epi) / max(sum(r["slices"] for r in epi), 1)

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from convnest_viewer.inference.card import CLASS_IDS
-from convnest_viewer.inference.foreground import MIN_HEAD_SHARE, head_mask
+from convnest_viewer.inference.foreground import MIN_HEAD_SHARE, head_share
 from convnest_viewer.io.pixels import apply_window, percentile_window
 from training.data import ImageRecord, list_dataset
 from training.volumes import PLANES, plane_length, sampled_planes, slice_stride, take_slice, volume_array
@@ -101,7 +101,7 @@ def slice_labels(tumour_mm2: np.ndarray, head: np.ndarray, slice_mm: float) -> t
 
 def _raster_head_share(path: Path) -> float:
     image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    return float(head_mask(image).mean()) if image is not None else 0.0
+    return head_share(image) if image is not None else 0.0
 
 
 def list_tcga_lgg(root: Path, only: tuple[str, ...] = ()) -> SourceListing:
@@ -163,15 +163,16 @@ def list_label_volumes(root: Path) -> SourceListing:
 
 
 def _volume_head_share(values: np.ndarray) -> float:
-    return float(head_mask(apply_window(values, percentile_window(values))).mean())
+    return head_share(apply_window(values, percentile_window(values)))
 
 
 def list_healthy_volume(path: Path) -> SourceListing:
     """List the slices of a healthy head (NIfTI file or DICOM series) in the planes it samples well, as no tumour.
 
     Blank slices and slices with less head than MIN_HEAD_FRACTION of the largest section in their plane (beside
-    or below the head: the slices the gate is meant to withhold) are left out, as for the sources with masks. The case is the file or folder's name
-    (with its parent's for a DICOM folder, whose own name is often only the series').
+    or below the head: the slices the gate is meant to withhold) are left out, as for the sources with masks.
+    The case is the file or folder's name (with its parent's for a DICOM folder, whose own name is often only
+    the series').
     """
     path = Path(path)
     listing = SourceListing(HEALTHY_SOURCE)
@@ -180,6 +181,7 @@ def list_healthy_volume(path: Path) -> SourceListing:
     except (OSError, ValueError) as exc:
         raise ValueError(f"{path}: not a readable healthy head volume: {exc}") from exc
     case = path.name.split(".")[0] if path.is_file() else f"{path.parent.name}_{path.name}"
+    sequence = sequence_from_name(case)
     for plane in planes:
         count = plane_length(volume.shape, plane)
         taken = range(0, count, slice_stride(path, plane, VOLUME_STRIDE))
@@ -192,8 +194,7 @@ def list_healthy_volume(path: Path) -> SourceListing:
             if head[i] < MIN_HEAD_FRACTION * largest:
                 listing.left_out["too little head visible"] += 1
                 continue
-            listing.records.append(ImageRecord(path, NOTUMOR, "", listing.source, case, "",
-                                               sequence_from_name(case), plane, i, count))
+            listing.records.append(ImageRecord(path, NOTUMOR, "", listing.source, case, "", sequence, plane, i, count))
     listing.left_out.update({f"{plane} plane not sampled finely enough": 1 for plane in PLANES if plane not in planes})
     return listing
 

@@ -130,7 +130,7 @@ class MainWindow(StudyOpeningMixin, DialogsMixin, QMainWindow):
     def _start_worker(self) -> None:
         if self.worker is not None or self._closed:
             return  # already running, or the window closed before its first event-loop turn
-        if self._loader is not None and self.session is None and not self._worker_after_study:
+        if self._loader is not None and not self._worker_after_study:
             # a study is being read: importing torch now would slow its first slice down several times (the GIL)
             self._worker_after_study = True
             return
