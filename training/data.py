@@ -39,6 +39,7 @@ class ImageRecord:
     plane: str = ""  # axial, coronal, sagittal ("" when unknown)
     slice_index: int = -1  # position in its scan (0 = first), -1 when unknown
     slice_count: int = 0
+    synthetic: str = ""  # "" for a real slice; "mirror-left" / "mirror-right": one half reflected (training.mirror)
 
 
 def list_dataset(root: Path, source: str | None = None) -> list[ImageRecord]:
@@ -72,7 +73,12 @@ def record_pixels(record: ImageRecord) -> tuple[np.ndarray, Window]:
     if record.plane and is_volume_path(record.path):
         values = volume_slice(record.path, record.plane, record.slice_index)
         return values, volume_window(record.path, record.plane, record.slice_index, values)
-    return to_grayscale(read_raster(record.path)).astype(np.float32), EIGHT_BIT_WINDOW
+    values = to_grayscale(read_raster(record.path)).astype(np.float32)
+    if record.synthetic:
+        from training.mirror import apply_synthetic
+
+        values = apply_synthetic(values, record.synthetic)
+    return values, EIGHT_BIT_WINDOW
 
 
 def record_model_image(record: ImageRecord, spec: PreprocessSpec) -> np.ndarray:
@@ -112,7 +118,7 @@ def thumbnail(path: Path) -> np.ndarray:
 
 def record_thumbnail(record: ImageRecord) -> np.ndarray:
     """Return a record's slice squashed to 32x32 (raster files as they are, volume slices windowed to 8 bits)."""
-    if record.plane and is_volume_path(record.path):
+    if record.synthetic or (record.plane and is_volume_path(record.path)):
         values, window = record_pixels(record)
         return _thumb(apply_window(values, window).astype(np.float32))
     return thumbnail(record.path)
@@ -124,7 +130,7 @@ def _thumb(gray: np.ndarray) -> np.ndarray:
     return cv2.resize(gray, (THUMB_SIZE, THUMB_SIZE), interpolation=cv2.INTER_AREA)
 
 
-META_TEXT = ("case", "institution", "sequence", "plane")
+META_TEXT = ("case", "institution", "sequence", "plane", "synthetic")
 META_INT = ("slice_index", "slice_count")
 
 

@@ -5,6 +5,8 @@ Slice labels from masks follow one rule for every source with masks (tcga-lgg, b
 - no tumour when the slice's mask is empty, the slice lies at least MIN_GAP_MM from every slice with tumour,
   and enough head is visible (at least MIN_HEAD_FRACTION of the scan's largest head section in that plane);
 - left out otherwise (a small or partial tumour, a slice next to the tumour, little head), and counted.
+tcga-lgg tumour slices whose mask stays on one side of the head's midline also give a synthetic no-tumour slice:
+the free half mirrored across the midline (training.mirror), tagged so it never enters validation or test.
 Whole healthy heads (NIfTI volumes, DICOM series) give no-tumour slices wherever some head is visible, in every
 plane their voxels sample well.
 """
@@ -14,7 +16,7 @@ from __future__ import annotations
 import csv
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -24,6 +26,7 @@ from convnest_viewer.inference.card import CLASS_IDS
 from convnest_viewer.inference.foreground import MIN_HEAD_SHARE, head_share
 from convnest_viewer.io.pixels import apply_window, percentile_window
 from training.data import ImageRecord, list_dataset
+from training.mirror import MIRROR_MARGIN_MM, head_midline, synthetic_name, tumour_free_side
 from training.volumes import PLANES, plane_length, sampled_planes, slice_stride, take_slice, volume_array
 
 GLIOMA, NOTUMOR = CLASS_IDS.index("glioma"), CLASS_IDS.index("notumor")
@@ -51,6 +54,7 @@ class SourceListing:
         return {"source": self.source, "images": len(self.records),
                 "per_class": dict(Counter(CLASS_IDS[r.label] for r in self.records)),
                 "per_sequence": dict(Counter(r.sequence or "unknown" for r in self.records)),
+                "synthetic": dict(Counter(r.synthetic for r in self.records if r.synthetic)),
                 "left_out": dict(self.left_out)}
 
 
@@ -129,9 +133,23 @@ def list_tcga_lgg(root: Path, only: tuple[str, ...] = ()) -> SourceListing:
                 elif label < 0:
                     listing.left_out[reasons[i]] += 1
                 else:
-                    listing.records.append(ImageRecord(path, int(label), "", listing.source, case, row["institution"],
-                                                       sequence, "axial", i, len(numbers)))
+                    record = ImageRecord(path, int(label), "", listing.source, case, row["institution"], sequence,
+                                         "axial", i, len(numbers))
+                    listing.records.append(record)
+                    if label == GLIOMA:
+                        _add_mirrored(listing, record, masks[i])
     return listing
+
+
+def _add_mirrored(listing: SourceListing, record: ImageRecord, mask: np.ndarray) -> None:
+    """Add the tumour-free half of a tumour slice, mirrored, as a no-tumour record when the mask allows it."""
+    image = cv2.imread(str(record.path), cv2.IMREAD_GRAYSCALE)
+    midline = head_midline(image) if image is not None else None
+    side = tumour_free_side(mask > 127, midline, MIRROR_MARGIN_MM / TCGA_PIXEL_MM) if midline is not None else None
+    if side is None:
+        listing.left_out["tumour on both sides of the midline (not mirrored)"] += 1
+        return
+    listing.records.append(replace(record, label=NOTUMOR, synthetic=synthetic_name(side)))
 
 
 def list_label_volumes(root: Path) -> SourceListing:

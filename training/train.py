@@ -106,6 +106,7 @@ def make_split(data: PackedDataset, config: TrainConfig) -> TrainSplit:
       split into train and validation by patient;
     - sources with their own split folders (brats): train / validation / test as given, whole cases;
     - anything else (healthy volumes): training.
+    Synthetic slices (mirrored halves) stay on their patient's side and only ever train.
     Sources not in config.train_sources lose their training part (their held-out parts stay for evaluation).
     """
     parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
@@ -129,6 +130,8 @@ def make_split(data: PackedDataset, config: TrainConfig) -> TrainSplit:
         for name, part in zip(("train", "val", "test"), (train, val, test)):
             parts[name].append(part)
     train, val, test = (np.sort(np.concatenate(parts[k])) if parts[k] else np.zeros(0, np.int64) for k in ("train", "val", "test"))
+    real = data.meta["synthetic"] == ""
+    val, test = val[real[val]], test[real[test]]  # synthetic slices (mirrored halves) are for training only
     if config.max_train_images:
         rng = np.random.default_rng(config.seed)
         train = np.sort(rng.choice(train, size=min(config.max_train_images, len(train)), replace=False))
@@ -161,13 +164,16 @@ def sampling_weights(data: PackedDataset, train: np.ndarray, config: TrainConfig
     if total <= 0:
         raise ValueError(f"source_weights {config.source_weights!r} give no weight to the training sources "
                          f"{', '.join(present)}")
+    synthetic = data.meta["synthetic"][train] != ""
     weights = np.zeros(len(train))
     for source in present:
         in_source = sources == source
         classes = np.unique(labels[in_source])
         for label in classes:
-            cell = in_source & (labels == label)
-            weights[cell] = shares.get(source, 0.0) / total / len(classes) / cell.sum()
+            in_class = in_source & (labels == label)
+            strata = [cell for cell in (in_class & ~synthetic, in_class & synthetic) if cell.any()]
+            for cell in strata:  # real and synthetic slices of a class share its weight equally
+                weights[cell] = shares.get(source, 0.0) / total / len(classes) / len(strata) / cell.sum()
     return weights / weights.sum()
 
 
