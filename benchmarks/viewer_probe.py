@@ -102,7 +102,7 @@ def session(series_path: str, device: str) -> dict:
 
     from convnest_viewer.inference.classifier import Classifier
     from convnest_viewer.inference.explain import explain
-    from convnest_viewer.session import classify_series
+    from convnest_viewer.batch import classify_series
     import torch
 
     classifier = Classifier(None, device=device)

@@ -91,7 +91,7 @@ def run_classify(args: argparse.Namespace) -> int:
                 report["series"].append(entry)
     report["study_verdict"] = _study_verdict_json(verdicts, classifier.card)
     if args.report:
-        from convnest_viewer.session import write_report
+        from convnest_viewer.batch import write_report
 
         series_list = [series for _, result in loaded for series in result.series]
         html, csv_path = write_report(classifier, store, series_list, args.report, args.identifiers,
@@ -107,7 +107,7 @@ def run_classify(args: argparse.Namespace) -> int:
 
 def _classify_series(classifier, series, path, args, bar, ordinal: int, store) -> tuple[dict, object]:
     """Classify one series into the store; return its JSON entry and its verdict (built as the viewer does)."""
-    from convnest_viewer.session import classify_series, store_outcome
+    from convnest_viewer.batch import classify_series, store_outcome
 
     entry = {"uid": series.uid, "path": str(path), "description": series.description, "slices": []}
     model_id = classifier.weights_sha256

@@ -1,7 +1,7 @@
 """The inference session: the model, a job queue (current slice first), heatmaps and reports; no Qt.
 
-The GUI runs `InferenceSession.run` in a QThread (ui/inference_worker.py); `convnest classify` and the
-training module's scan evaluation use its batch loop (`classify_positions`) directly. Work that a newer
+The GUI runs `InferenceSession.run` in a QThread (ui/inference_worker.py); the batch loop it shares with
+`convnest classify` and the training module's scan evaluation is in batch.py. Work that a newer
 request supersedes is dropped by design: results already computed are stored (they are still true), but
 their announcements are not sent, so a stale heatmap or its failure never reaches the slice now shown.
 """
@@ -9,103 +9,21 @@ their announcements are not sent, so a stale heatmap or its failure never reache
 from __future__ import annotations
 
 import threading
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
-import numpy as np
 
+from convnest_viewer.batch import classify_positions, store_outcome, write_report
 from convnest_viewer.events import Events
 from convnest_viewer.io import Series
 from convnest_viewer.results import HeatmapKey, ResultStore
 
+INTERACTIVE_SECONDS = 0.5  # for this long after the shown slice changes, background batches use one CPU thread
 SESSION_EVENTS = ("devices_probed", "model_ready", "model_failed", "slice_classified", "slice_failed", "heatmap_ready",
                   "heatmap_failed", "progress", "series_done", "report_written")
-
-
-@dataclass
-class SliceOutcome:
-    """One slice's classification: its probabilities and the gate's decision, or why it could not be read."""
-
-    volume: int
-    index: int
-    probabilities: np.ndarray | None = None
-    error: str | None = None
-    prepared: object = None  # the SliceInput (pixels, window, model input) when read
-    decision: object = None  # the gate's GateDecision: whether the model's answer counts for this slice
-
-
-def classify_positions(classifier, series: Series, positions: Sequence[tuple[int, int]],
-                       batch_size: int = 16) -> Iterator[SliceOutcome]:
-    """Classify (volume, index) slices of a series in batches, yielding each slice's outcome."""
-    for start in range(0, len(positions), batch_size):
-        chunk = list(positions[start:start + batch_size])
-        prepared, failed = classifier.prepare_slices(series, chunk)
-        for volume, index, reason in failed:
-            yield SliceOutcome(volume, index, error=reason)
-        if not prepared:
-            continue
-        try:
-            probabilities, decisions = classifier.assess_inputs(
-                np.stack([p.model_input for p in prepared]), [p.blank for p in prepared], batch_size)
-        except Exception as exc:  # noqa: BLE001 - a model error fails these slices, not the session
-            for item in prepared:
-                yield SliceOutcome(item.volume, item.index, error=f"model error: {exc}")
-            continue
-        for item, probs, decision in zip(prepared, probabilities, decisions):
-            yield SliceOutcome(item.volume, item.index, probs, prepared=item, decision=decision)
-
-
-def classify_series(classifier, series: Series, batch_size: int = 16, on_batch=None) -> Iterator[SliceOutcome]:
-    """Classify every slice of every volume of a series; on_batch(count) reports progress after each batch."""
-    positions = [(v, i) for v in range(series.n_volumes) for i in range(series.n_slices)]
-    for start in range(0, len(positions), batch_size):
-        yield from classify_positions(classifier, series, positions[start:start + batch_size], batch_size)
-        if on_batch is not None:
-            on_batch(len(positions[start:start + batch_size]))
-
-
-def store_outcome(store: ResultStore, model_id: str, series_key: str, outcome: SliceOutcome) -> None:
-    """Put one slice's outcome in the store: its failure, or its probabilities (with the gate's withholding)."""
-    if outcome.error is not None:
-        store.put_failure(model_id, series_key, outcome.volume, outcome.index, outcome.error)
-        return
-    if not outcome.decision.assessed:  # stored before the probabilities: a reader never sees them without it
-        store.put_not_assessed(model_id, series_key, outcome.volume, outcome.index, outcome.decision.reason)
-    store.put_probabilities(model_id, series_key, outcome.volume, outcome.index, outcome.probabilities)
-
-
-def write_report(classifier, store: ResultStore, series_list: Sequence[Series], path: Path,
-                 include_identifiers: bool, method: str, batch_size: int = 16) -> tuple[Path, Path]:
-    """Classify what is missing of these series (first volumes), then write the HTML and CSV report."""
-    from convnest_viewer.inference.explain import explain
-    from convnest_viewer.report import write_csv, write_html
-
-    model_id = classifier.weights_sha256
-    for series in series_list:
-        done = store.finished(model_id, series.key)
-        missing = [(0, i) for i in range(series.n_slices) if (0, i) not in done]
-        for outcome in classify_positions(classifier, series, missing, batch_size):
-            store_outcome(store, model_id, series.key, outcome)
-
-    def heatmap_for(series: Series, volume: int, index: int):
-        probabilities = store.probabilities(model_id, series.key, volume, index)
-        if probabilities is None:
-            return None  # the slice could not be read
-        key = HeatmapKey(model_id, series.key, volume, index, method, int(np.argmax(probabilities)))
-        cached = store.heatmap(key)
-        if cached is None:
-            cached = explain(classifier, series.pixels(index, volume), series.window(index, volume), method,
-                             target=key.target_index)
-            store.put_heatmap(key, cached)
-        return cached
-
-    html = write_html(path, series_list, store, model_id, classifier.card, heatmap_for, include_identifiers,
-                      classifier.device_name, method)
-    csv_path = write_csv(Path(path).with_suffix(".csv"), series_list, store, model_id, classifier.card.class_ids,
-                         include_identifiers)
-    return html, csv_path
 
 
 @dataclass
@@ -168,6 +86,8 @@ class InferenceSession:
         self._stopping = False
         self._job_generation = 0
         self._heatmap_generation = 0
+        self._last_focus = -INTERACTIVE_SECONDS  # time.monotonic() of the last slice change
+        self._cpu_threads = 0  # torch's CPU threads when the model loaded (0: not a CPU model)
 
     # --- requests (any thread) -----------------------------------------------------------------
     def classify_series(self, series: Series, focus_index: int = 0, focus_volume: int = 0, background: bool = False) -> None:
@@ -200,8 +120,9 @@ class InferenceSession:
             self._study = list(series_list)
 
     def set_focus(self, index: int, volume: int = 0) -> None:
-        """Classify outward from this slice next."""
+        """Classify outward from this slice next (a slice change: the viewer gets a core for a moment)."""
         with self._lock:
+            self._last_focus = time.monotonic()
             if self._job is not None:
                 self._job.focus = (volume, index)
 
@@ -248,6 +169,10 @@ class InferenceSession:
         self.model_id = self.classifier.weights_sha256
         if self.batch_size is None:
             self.batch_size = 32 if self.classifier.device.type != "cpu" else 4
+        if self.classifier.device.type == "cpu":
+            import torch
+
+            self._cpu_threads = torch.get_num_threads()
         with self._lock:  # a job set before the model id was known may hold slices already done
             if self._job is not None:
                 self._job.pending -= self.store.finished(self.model_id, self._job.series.key)
@@ -287,6 +212,7 @@ class InferenceSession:
         work = self._take_work(wait)
         if work is None:
             return False
+        self._share_cores(background=work.batch is not None)
         if work.heatmap is not None:
             self._make_heatmap(work.heatmap)
         elif work.report is not None:
@@ -294,6 +220,18 @@ class InferenceSession:
         elif work.batch is not None:
             self._classify(*work.batch)
         return True
+
+    def _share_cores(self, background: bool) -> None:
+        """On the CPU, run background batches on one thread while the user is scrolling, else on all of them."""
+        if self._cpu_threads <= 1:
+            return
+        import torch
+
+        with self._lock:
+            scrolling = time.monotonic() - self._last_focus < INTERACTIVE_SECONDS
+        wanted = 1 if background and scrolling else self._cpu_threads
+        if torch.get_num_threads() != wanted:
+            torch.set_num_threads(wanted)  # OpenMP: applies to the parallel regions this (worker) thread starts
 
     def _take_work(self, wait: bool) -> _Work | None:
         with self._lock:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from convnest_viewer.cli import main as cli_main
-from convnest_viewer.session import classify_series
+from convnest_viewer.batch import classify_series
 from convnest_viewer.inference.card import ModelCardError
 from convnest_viewer.inference.classifier import Classifier, default_model_dir
 from convnest_viewer.inference.gate import BLANK_REASON, OUT_OF_DOMAIN_REASON, MahalanobisScorer, StageMahalanobis

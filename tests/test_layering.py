@@ -13,8 +13,8 @@ from tests.paths import DICOM, REPO
 PACKAGE = REPO / "convnest_viewer"
 QT = {"PySide6", "pyqtgraph"}
 TORCH = {"torch", "timm", "captum", "torchvision"}
-QT_FREE = ("io", "inference", "results", "report", "verdict", "session", "viewer_state", "annotations", "events",
-           "classify_cli", "render", "privacy", "logs")
+QT_FREE = ("io", "inference", "results", "report", "verdict", "session", "batch", "viewer_state", "annotations",
+           "events", "classify_cli", "render", "privacy", "logs")
 MAX_LINES = 400
 LONG_MODULE_MARK = "Longer than 400 lines:"
 
@@ -116,7 +116,8 @@ def test_inference_core_imports_no_qt():
 
 def test_the_viewer_core_and_report_load_without_torch():
     modules = _modules_after("import convnest_viewer.viewer_state, convnest_viewer.results, convnest_viewer.report, "
-                             "convnest_viewer.annotations, convnest_viewer.verdict, convnest_viewer.session")
+                             "convnest_viewer.annotations, convnest_viewer.verdict, convnest_viewer.session, "
+                             "convnest_viewer.batch")
     assert not modules & (QT | TORCH)
 
 

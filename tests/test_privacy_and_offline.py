@@ -120,7 +120,7 @@ def no_network(monkeypatch):
 
 
 def test_open_classify_explain_and_export_run_with_the_network_blocked(no_network, tmp_path):
-    from convnest_viewer.session import classify_series
+    from convnest_viewer.batch import classify_series
     from convnest_viewer.inference.classifier import Classifier
     from convnest_viewer.inference.explain import explain
     from convnest_viewer.report import write_csv, write_html

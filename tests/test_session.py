@@ -9,7 +9,8 @@ import pytest
 
 from convnest_viewer.io import load_study
 from convnest_viewer.results import ResultStore
-from convnest_viewer.session import InferenceSession, classify_series
+from convnest_viewer.batch import classify_series
+from convnest_viewer.session import InferenceSession
 from tests.paths import DICOM
 from tests.tiny_model import write_tiny_model
 
@@ -152,3 +153,25 @@ def test_showing_a_finished_series_goes_on_with_the_next_unfinished_one(model_di
     session.classify_series(first, focus_index=5)  # the user shows the finished series again
     session.run_until_idle()
     assert [e[1] for e in heard if e[0] == "series_done"] == [first.key, second.key]
+
+
+def test_background_batches_leave_a_core_to_the_viewer_while_the_user_scrolls(model_dir, study, monkeypatch):
+    import torch
+
+    session, _ = _session(model_dir)
+    threads = session._cpu_threads
+    if threads < 2:
+        pytest.skip("one CPU thread: nothing to share")
+    used = []
+    monkeypatch.setattr(session, "_classify", lambda job, chosen: used.append(torch.get_num_threads()))
+    monkeypatch.setattr(session, "_make_heatmap", lambda request: used.append(torch.get_num_threads()))
+    series = study.series[0]
+    session.classify_series(series, focus_index=10)
+    session._do_next(wait=False)
+    session.set_focus(11)  # the user scrolls
+    session._do_next(wait=False)
+    session.request_heatmap(series, 0, 11, "gradcam", None)
+    session._do_next(wait=False)  # a heatmap the user waits for gets every core
+    session._last_focus -= 1.0  # the user stopped scrolling a second ago
+    session._do_next(wait=False)
+    assert used == [threads, 1, threads, threads]

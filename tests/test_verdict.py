@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from convnest_viewer.cli import main as cli_main
-from convnest_viewer.session import classify_series
+from convnest_viewer.batch import classify_series
 from convnest_viewer.inference.classifier import Classifier
 from convnest_viewer.io import load_study
 from convnest_viewer.verdict import SeriesVerdict, series_verdict, study_verdict

@@ -16,7 +16,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from convnest_viewer.session import classify_series
+from convnest_viewer.batch import classify_series
 from convnest_viewer.inference.foreground import head_mask
 from convnest_viewer.io import apply_window, load_study
 from convnest_viewer.inference.card import NO_FINDING
