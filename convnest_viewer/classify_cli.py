@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from convnest_viewer import exit_codes
+from convnest_viewer.inference.heatmap import METHODS
 
 
 def add_classify_parser(commands) -> None:
@@ -20,7 +21,8 @@ def add_classify_parser(commands) -> None:
     parser.add_argument("--model", type=Path, help="model folder (default: the bundled default model)")
     parser.add_argument("--device", default="auto", type=_device_name, help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--explain", choices=["gradcam", "shap"], help="write a heatmap overlay PNG per slice")
+    parser.add_argument("--explain", choices=METHODS,
+                        help="write a heatmap overlay PNG per slice (the report's maps: default the card's best measured)")
     parser.add_argument("--target", help="class to explain (default: each slice's predicted class)")
     parser.add_argument("--out", type=Path, help="folder for the overlays written by --explain")
     parser.add_argument("--report", type=Path, metavar="FILE.html",
@@ -95,7 +97,7 @@ def run_classify(args: argparse.Namespace) -> int:
 
         series_list = [series for _, result in loaded for series in result.series]
         html, csv_path = write_report(classifier, store, series_list, args.report, args.identifiers,
-                                      args.explain or "gradcam", args.batch_size)
+                                      args.explain or classifier.card.explanation.default_method, args.batch_size)
         report["report"] = {"html": str(html), "csv": str(csv_path)}
         print(f"report written: {html} and {csv_path}", file=sys.stderr)
     if args.json:

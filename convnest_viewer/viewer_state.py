@@ -14,10 +14,11 @@ import numpy as np
 
 from convnest_viewer.events import Events
 from convnest_viewer.inference.card import ModelCard
+from convnest_viewer.inference.heatmap import METHODS
 from convnest_viewer.io import LoadResult, Series, Window
 from convnest_viewer.results import HeatmapKey, ResultStore
 
-OVERLAY_MODES = ("none", "gradcam", "shap")
+OVERLAY_MODES = ("none", *METHODS)
 STATE_EVENTS = ("study", "series", "volume", "index", "window", "overlay", "model", "identifiers")
 
 
@@ -154,16 +155,27 @@ class ViewerState:
 
     # --- overlay ---------------------------------------------------------------------------------
     def set_overlay_mode(self, mode: str) -> bool:
-        """Show no heatmap, Grad-CAM or Gradient SHAP; False for an unknown or unchanged mode."""
+        """Show no heatmap or one of the heatmap methods; False for an unknown or unchanged mode."""
         if mode not in OVERLAY_MODES or mode == self.overlay_mode:
             return False
         self.overlay_mode = mode
         self.events.emit("overlay", mode, self.overlay_target)
         return True
 
+    @property
+    def default_heatmap(self) -> str:
+        """Return the heatmap method the model's card measured best (Grad-CAM while no model or card says)."""
+        return self.model.card.explanation.default_method if self.model else METHODS[0]
+
+    def overlay_order(self) -> tuple[str, ...]:
+        """Return the overlay modes as offered: none, the model's best-measured heatmap, then the others."""
+        best = self.default_heatmap
+        return ("none", best, *(m for m in METHODS if m != best))
+
     def cycle_overlay(self) -> bool:
-        """Step through none, Grad-CAM and Gradient SHAP."""
-        return self.set_overlay_mode(OVERLAY_MODES[(OVERLAY_MODES.index(self.overlay_mode) + 1) % len(OVERLAY_MODES)])
+        """Step to the next overlay mode in overlay_order (none, the best-measured heatmap, the others)."""
+        order = self.overlay_order()
+        return self.set_overlay_mode(order[(order.index(self.overlay_mode) + 1) % len(order)])
 
     def set_overlay_target(self, target: int | None) -> bool:
         """Explain a class by its output index (None: each slice's predicted class)."""

@@ -157,10 +157,10 @@ def test_clicking_the_strip_plot_jumps_to_a_slice(qtbot, window):
     assert window.state.index == 3 and window.panel.cursor.value() == 4
 
 
-@pytest.mark.parametrize("method", ["gradcam", "shap"])
+@pytest.mark.parametrize("method", ["gradcam", "layercam", "shap"])
 def test_heatmap_toggle_sets_an_overlay_with_the_slice_shape(qtbot, window, method):
     _open(qtbot, window, DICOM / "ge-epi-4d")
-    presses = {"gradcam": 1, "shap": 2}[method]
+    presses = window.state.overlay_order().index(method)
     window.state.set_overlay_mode("none")
     with qtbot.waitSignal(window.overlayShown, timeout=TIMEOUT_MS, check_params_cb=lambda key: key is not None and key.method == method):
         for _ in range(presses):

@@ -1,4 +1,5 @@
-"""Training commands: pack, audit, train, evaluate, ablate, benchmark, export (also `python -m training`)."""
+"""Training commands: pack, audit, train, evaluate, scan-eval, gate-fit, explain-eval, ablate, benchmark, export
+(also `python -m training`)."""
 
 from __future__ import annotations
 
@@ -76,6 +77,21 @@ def add_training_parsers(commands) -> None:
     gate.add_argument("--report", type=Path, help="folder for gate.md and gate.json")
     gate.add_argument("--per-group", type=int, default=600, help="training slices per (source, class) to fit on")
     gate.set_defaults(handler=_run_gate_fit)
+
+    explain = commands.add_parser("explain-eval", help="measure a model's heatmaps against tumour masks")
+    explain.add_argument("--model", type=Path, help="model folder (default: the app's default model)")
+    explain.add_argument("--tcga", type=Path, help="tcga-lgg root")
+    explain.add_argument("--institutions", default="CS", help="tcga-lgg institutions never trained on (default CS)")
+    explain.add_argument("--volumes", type=Path, nargs="*", default=[], help="held-out label-volume case folders (brats)")
+    explain.add_argument("--max-slices", type=int, default=0, help="at most this many tumour slices per sequence")
+    explain.add_argument("--shap-samples", type=int, default=16, help="Gradient SHAP samples (the app's default)")
+    explain.add_argument("--randomisation-slices", type=int, default=12,
+                         help="slices per sequence for the model-parameter randomisation check")
+    explain.add_argument("--out", type=Path, required=True, help="report folder (explain.md, explain.json, figure)")
+    explain.add_argument("--write-card", action="store_true",
+                         help="store the best method as the model's default heatmap, with every method's figures")
+    explain.add_argument("--device", default="auto")
+    explain.set_defaults(handler=_run_explain_eval)
 
     ablate = commands.add_parser("ablate", help="train and evaluate the recipe with one change off at a time")
     ablate.add_argument("data", type=Path, help="packed .npz (letterbox-v2)")
@@ -234,6 +250,12 @@ def _run_gate_fit(args) -> int:
     card = load_card(args.model)
     print(gate_markdown(card.name, evaluation, card.gate.threshold))
     return 0
+
+
+def _run_explain_eval(args) -> int:
+    from training.explain_report import run_explain_eval
+
+    return run_explain_eval(args)
 
 
 def _run_ablate(args) -> int:

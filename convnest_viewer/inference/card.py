@@ -6,6 +6,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from convnest_viewer.inference.heatmap import METHODS
+
 CARD_FILE = "model_card.json"
 CARD_FORMAT = "convnest-model-card/1"
 PREPROCESSING_VERSIONS = ("letterbox-v1", "letterbox-v2")  # what convnest_viewer.inference.preprocess implements
@@ -69,6 +71,15 @@ class GateSpec:
 
 
 @dataclass
+class ExplanationSpec:
+    """Which heatmap the viewer shows first, and how well each method pointed at tumours when measured."""
+
+    default_method: str = "gradcam"
+    measured_on: str = ""  # the held-out slices behind the figures
+    evaluation: dict = field(default_factory=dict)  # per method: pointing_game, mass_ratio, n, ...
+
+
+@dataclass
 class ModelCard:
     """A model card as stored in model_card.json."""
 
@@ -85,6 +96,7 @@ class ModelCard:
     intended_use: str = "Research use only. Not a medical device; not for diagnosis."
     limitations: str = ""  # what the measurements say the model cannot do
     gate: GateSpec | None = None  # absent: every slice is assessed
+    explanation: ExplanationSpec = field(default_factory=ExplanationSpec)  # absent in older cards: Grad-CAM first
     format: str = CARD_FORMAT
 
     @property
@@ -153,6 +165,7 @@ def load_card(folder: Path) -> ModelCard:
             intended_use=raw.get("intended_use", ""),
             limitations=raw.get("limitations", ""),
             gate=_gate(raw["gate"]) if raw.get("gate") else None,
+            explanation=ExplanationSpec(**raw.get("explanation", {})),
             format=raw.get("format", ""),
         )
     except (KeyError, TypeError, ValueError) as exc:
@@ -164,6 +177,9 @@ def load_card(folder: Path) -> ModelCard:
                              f"(this app knows {', '.join(PREPROCESSING_VERSIONS)}); update the app")
     if not card.weights:
         raise ModelCardError(f"{path}: the card lists no weight files")
+    if card.explanation.default_method not in METHODS:
+        raise ModelCardError(f"{path}: unknown default heatmap {card.explanation.default_method!r} "
+                             f"(this app knows {', '.join(METHODS)})")
     if card.temperature <= 0:
         raise ModelCardError(f"{path}: temperature must be positive, got {card.temperature}")
     _settle_no_finding(card, raw["classes"], path)

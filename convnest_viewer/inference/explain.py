@@ -1,4 +1,4 @@
-"""Explanations with captum: Grad-CAM and Gradient SHAP maps in the original slice's geometry."""
+"""Explanations with captum and hooks: Grad-CAM, LayerCAM and Gradient SHAP maps on the original slice."""
 
 from __future__ import annotations
 
@@ -7,27 +7,38 @@ import numpy as np
 import torch
 
 from convnest_viewer.inference.classifier import Classifier
-from convnest_viewer.inference.factory import explain_layer
+from convnest_viewer.inference.factory import explain_layer, feature_stages
 from convnest_viewer.inference.heatmap import METHODS, Heatmap
 from convnest_viewer.io.window import Window
 
+LAYERCAM_STAGES = 3  # LayerCAM fuses the last three feature stages (at 128 px: 16 x 16, 8 x 8 and 4 x 4)
 
 
 def explain(classifier: Classifier, values: np.ndarray, window: Window, method: str = "gradcam",
             target: int | str | None = None, shap_samples: int = 16, seed: int = 0) -> Heatmap:
-    """Explain one slice for a class (default: the predicted one) with Grad-CAM or Gradient SHAP."""
+    """Explain one slice for a class (default: the predicted one) with one of METHODS."""
     if method not in METHODS:
         raise ValueError(f"unknown explanation method {method!r}; choose one of {', '.join(METHODS)}")
     model_input, geometry = classifier.prepare(values, window)
     batch = torch.from_numpy(model_input[None]).to(classifier.device)
     target_index = _target_index(classifier, batch, target)
-    if method == "gradcam":
-        input_map = _gradcam(classifier, batch, target_index)
-    else:
-        input_map = _gradient_shap(classifier, batch, target_index, shap_samples, seed)
     from convnest_viewer.inference.preprocess import unletterbox
 
-    return Heatmap(_to_unit_range(unletterbox(input_map, geometry)), method, target_index, classifier.class_ids[target_index])
+    values_map = input_map(classifier, batch, method, target_index, shap_samples, seed)
+    return Heatmap(_to_unit_range(unletterbox(values_map, geometry)), method, target_index,
+                   classifier.class_ids[target_index])
+
+
+def input_map(classifier: Classifier, batch: torch.Tensor, method: str, target_index: int, shap_samples: int = 16,
+              seed: int = 0) -> np.ndarray:
+    """Return one method's map of a one-slice batch on the model's input grid (not normalised)."""
+    if method == "gradcam":
+        return _gradcam(classifier, batch, target_index)
+    if method == "layercam":
+        return _layercam(classifier, batch, target_index)
+    if method == "shap":
+        return _gradient_shap(classifier, batch, target_index, shap_samples, seed)
+    raise ValueError(f"unknown explanation method {method!r}; choose one of {', '.join(METHODS)}")
 
 
 def _target_index(classifier: Classifier, batch: torch.Tensor, target: int | str | None) -> int:
@@ -52,6 +63,35 @@ def _gradcam(classifier: Classifier, batch: torch.Tensor, target: int) -> np.nda
     size = batch.shape[-1]
     upsampled = LayerAttribution.interpolate(attribution.detach(), (size, size), interpolate_mode="bilinear")
     return upsampled[0].sum(dim=0).float().cpu().numpy()
+
+
+def _layercam(classifier: Classifier, batch: torch.Tensor, target: int) -> np.ndarray:
+    """LayerCAM (Jiang et al. 2021): positive gradients times activations per position, per stage, fused.
+
+    Each stage's map is scaled to its own maximum and upsampled to the input; the fusion is their mean, so the
+    finest stage sharpens what the coarse stages find.
+    """
+    model = classifier.model
+    stages = feature_stages(model)[-LAYERCAM_STAGES:]
+    activations: list[torch.Tensor] = []
+    handles = [stage.register_forward_hook(lambda _m, _i, output: activations.append(output)) for stage in stages]
+    try:
+        with torch.enable_grad():
+            inputs = batch.detach().float().clone().requires_grad_(True)
+            logits = model(inputs)
+            gradients = torch.autograd.grad(logits[0, target], activations)
+    finally:
+        for handle in handles:
+            handle.remove()
+    size = batch.shape[-1]
+    fused = np.zeros((size, size), np.float32)
+    for activation, gradient in zip(activations, gradients):
+        cam = torch.relu((torch.relu(gradient) * activation).sum(dim=1, keepdim=True)).detach().float()
+        cam = torch.nn.functional.interpolate(cam, size=(size, size), mode="bilinear", align_corners=False)[0, 0]
+        top = float(cam.max())
+        if top > 0:
+            fused += (cam / top).cpu().numpy()
+    return fused / len(stages)
 
 
 def _gradient_shap(classifier: Classifier, batch: torch.Tensor, target: int, samples: int, seed: int) -> np.ndarray:

@@ -46,8 +46,13 @@ def create_classifier(card: "ModelCard") -> "nn.Module":
 
 def explain_layer(model: "nn.Module") -> "nn.Module":
     """Return the last feature stage of a timm model, the layer Grad-CAM attributes to."""
+    return feature_stages(model)[-1]
+
+
+def feature_stages(model: "nn.Module") -> list["nn.Module"]:
+    """Return a timm model's feature stages, shallow to deep (from its feature_info)."""
     info = getattr(model, "feature_info", None)
     if not info:
-        raise ValueError(f"{type(model).__name__} exposes no feature_info to find its last stage")
-    return model.get_submodule(info[-1]["module"])
+        raise ValueError(f"{type(model).__name__} exposes no feature_info to find its stages")
+    return [model.get_submodule(stage["module"]) for stage in info]
 

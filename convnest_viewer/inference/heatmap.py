@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-METHODS = ("gradcam", "shap")
-METHOD_NAMES = {"gradcam": "Grad-CAM", "shap": "Gradient SHAP"}
+METHODS = ("gradcam", "layercam", "shap")
+RANDOMISED_SPEARMAN_LIMIT = 0.5  # maps correlating more with those of a model whose last stage is randomised fail
+METHOD_NAMES = {"gradcam": "Grad-CAM", "layercam": "LayerCAM", "shap": "Gradient SHAP"}
 
 
 @dataclass

@@ -89,7 +89,7 @@ class DialogsMixin:
         self.worker.reportWritten.connect(self._report_written, Qt.ConnectionType.SingleShotConnection)
         mode = self.state.overlay_mode
         self.session.request_report(list(self.state.result.series), path, include_identifiers,
-                                    mode if mode != "none" else "gradcam")
+                                    mode if mode != "none" else self.state.default_heatmap)
 
     def _report_written(self, html_path: str, csv_path: str, error: str) -> None:
         if error:

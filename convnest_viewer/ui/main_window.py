@@ -179,6 +179,7 @@ class MainWindow(StudyOpeningMixin, DialogsMixin, QMainWindow):
         card = model.card
         self.panel.set_classes(card.classes)
         self.model_dock.set_classes(card.classes)
+        self.model_dock.fill_heatmap_methods()
         self.device_label.setText(f"{model.device_name} · model {model.name}")
         self.panel.set_model_text(f"<b>{model.name}</b> ({card.architecture}, {card.preprocessing.size} px) on {model.device_name}")
         if self.state.series is not None and self.session is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from html import escape
 
 from convnest_viewer.inference.card import ModelCard
+from convnest_viewer.inference.heatmap import METHOD_NAMES, RANDOMISED_SPEARMAN_LIMIT
 
 _SECTIONS = (("official_test", "brain-tumor-mri official test"), ("leakage_free_test", "brain-tumor-mri leakage-free test"),
              ("strict_leakage_free_test", "brain-tumor-mri strict leakage-free test"))
@@ -53,6 +54,32 @@ def _gate_html(card: ModelCard) -> str:
             f"<i>not assessed</i>.{measured}</p>")
 
 
+def pointing_game_text(figures: dict, card: ModelCard) -> str:
+    """Return one method's measured pointing game and mass ratio as a sentence (with what it was measured on)."""
+    return (f"pointing game {figures['pointing_game']:.0%}, {figures['mass_ratio']:.1f}x its share of mass inside the "
+            f"tumour mask (n = {figures['n']}, {card.explanation.measured_on})")
+
+
+def _heatmap_html(card: ModelCard) -> str:
+    """Return the default heatmap and each method's measured pointing game, or that none was measured."""
+    default = METHOD_NAMES.get(card.explanation.default_method, card.explanation.default_method)
+    evaluation = card.explanation.evaluation
+    if not evaluation:
+        return f"<p><b>Heatmaps:</b> {escape(default)} first; not measured against tumour masks for this model.</p>"
+    rows = "".join(f"<tr><td>{escape(METHOD_NAMES.get(m, 'Random map (baseline)'))}</td><td>{_percent(f['pointing_game'])}</td>"
+                   f"<td>{f['mass_ratio']:.2f}x</td><td>{_randomised(f.get('randomised_spearman'))}</td></tr>"
+                   for m, f in evaluation.items())
+    return (f"<p><b>Heatmaps</b> against tumour masks ({escape(card.explanation.measured_on)}); shown first: "
+            f"{escape(default)}.</p><table border=1 cellspacing=0 cellpadding=3><tr><th>method</th><th>pointing game</th>"
+            f"<th>mass inside mask vs its share</th><th>changes with the model's weights</th></tr>{rows}</table>")
+
+
+def _randomised(spearman) -> str:
+    if spearman is None:
+        return "-"
+    return f"{'yes' if spearman <= RANDOMISED_SPEARMAN_LIMIT else 'no'} (Spearman {spearman:.2f})"
+
+
 def model_card_html(card: ModelCard, model_id: str, device_name: str) -> str:
     """Return the card's key facts and measured metrics as HTML."""
     rows = []
@@ -76,5 +103,5 @@ def model_card_html(card: ModelCard, model_id: str, device_name: str) -> str:
             f"<b>Classes:</b> {classes}<br><b>Temperature:</b> {card.temperature:.3f}<br>"
             f"<b>Weights:</b> {len(card.weights)} safetensors file(s), {escape(card.weights_dtype)}, sha256 {escape(model_id[:16])}…<br>"
             f"<b>Training:</b> {trained}{', ' + escape(str(config.get('optimizer', ''))) if config else ''}<br>"
-            f"<b>Running on:</b> {escape(device_name)}</p>{table}{_scan_tables(card)}{_gate_html(card)}"
+            f"<b>Running on:</b> {escape(device_name)}</p>{table}{_scan_tables(card)}{_gate_html(card)}{_heatmap_html(card)}"
             f"{'<p>' + escape(card.limitations) + '</p>' if card.limitations else ''}<p><i>{escape(card.intended_use)}</i></p>")

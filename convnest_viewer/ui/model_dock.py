@@ -9,7 +9,8 @@ from convnest_viewer.inference.card import ClassInfo
 from convnest_viewer.inference.heatmap import METHOD_NAMES
 from convnest_viewer.ui import settings as prefs
 from convnest_viewer.ui.probability_panel import ProbabilityPanel
-from convnest_viewer.viewer_state import OVERLAY_MODES, ViewerState
+from convnest_viewer.ui.model_card_dialog import pointing_game_text
+from convnest_viewer.viewer_state import ViewerState
 
 OVERLAY_LABELS = {"none": "No heatmap", **METHOD_NAMES}
 DISCLAIMER = "For research use, not for diagnosis."
@@ -27,10 +28,8 @@ class ModelDock:
         layout.addWidget(self.panel, stretch=1)
         controls = QFormLayout()
         self.overlay_combo = QComboBox()
-        for mode in OVERLAY_MODES:
-            self.overlay_combo.addItem(OVERLAY_LABELS[mode], mode)
-        self.overlay_combo.setCurrentIndex(OVERLAY_MODES.index(state.overlay_mode))
-        self.overlay_combo.currentIndexChanged.connect(lambda i: state.set_overlay_mode(OVERLAY_MODES[i]))
+        self.fill_heatmap_methods()
+        self.overlay_combo.currentIndexChanged.connect(lambda _i: state.set_overlay_mode(self.overlay_combo.currentData()))
         controls.addRow("Heatmap (H)", self.overlay_combo)
         self.target_combo = QComboBox()
         self.target_combo.addItem("Predicted class", None)
@@ -71,6 +70,22 @@ class ModelDock:
         """Return the chosen heatmap opacity (0-1) and colormap name."""
         return self.opacity_slider.value() / 100, self.colormap_combo.currentText()
 
+    def fill_heatmap_methods(self) -> None:
+        """Offer no heatmap, the model's best-measured method (marked, with its figure), then the others."""
+        card = self.state.card
+        measured = card.explanation.evaluation if card else {}
+        self.overlay_combo.blockSignals(True)  # refilling is not a user choice
+        self.overlay_combo.clear()
+        for mode in self.state.overlay_order():
+            best = mode == self.state.default_heatmap and bool(measured)
+            self.overlay_combo.addItem(OVERLAY_LABELS[mode] + (" (best measured)" if best else ""), mode)
+            figures = measured.get(mode)
+            if figures:
+                self.overlay_combo.setItemData(self.overlay_combo.count() - 1, pointing_game_text(figures, card),
+                                               Qt.ItemDataRole.ToolTipRole)
+        self.overlay_combo.setCurrentIndex(max(self.overlay_combo.findData(self.state.overlay_mode), 0))
+        self.overlay_combo.blockSignals(False)
+
     def set_classes(self, classes: list[ClassInfo]) -> None:
         """Offer the model's classes as heatmap targets (keeping the state's target)."""
         self.target_combo.blockSignals(True)  # refilling is not a user choice
@@ -83,7 +98,7 @@ class ModelDock:
 
     def show_overlay_choice(self, mode: str, target: int | None) -> None:
         """Make the combos show a heatmap mode and target (the state ignores the echo)."""
-        self.overlay_combo.setCurrentIndex(OVERLAY_MODES.index(mode))
+        self.overlay_combo.setCurrentIndex(max(self.overlay_combo.findData(mode), 0))
         position = self.target_combo.findData(target) if target is not None else 0
         self.target_combo.setCurrentIndex(max(position, 0))
 

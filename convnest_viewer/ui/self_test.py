@@ -13,6 +13,7 @@ from PySide6.QtCore import QEventLoop
 from PySide6.QtWidgets import QApplication
 
 from convnest_viewer import __version__
+from convnest_viewer.inference.heatmap import METHODS
 
 
 class SelfTestFailure(RuntimeError):
@@ -79,7 +80,7 @@ def _run(window, paths: list[str], deadline: float, summary: dict) -> None:
     failed = {(f["volume"] - 1, f["slice"] - 1) for f in row["failed"]}
     if (window.state.volume, window.state.index) in failed:
         window.state.set_slice(next(i for i in range(series.n_slices) if (window.state.volume, i) not in failed))
-    summary["heatmaps"] = {method: _heatmap(window, method, deadline) for method in ("gradcam", "shap")}
+    summary["heatmaps"] = {method: _heatmap(window, method, deadline) for method in METHODS}
 
 
 def _classify_series(window, series, deadline: float) -> dict:

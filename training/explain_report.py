@@ -1,0 +1,137 @@
+"""`convnest explain-eval`: measure a model's heatmaps against masks, write the report and figure, update its card."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from convnest_viewer.inference.card import load_card
+from convnest_viewer.inference.heatmap import METHOD_NAMES, METHODS
+from training.explain_eval import BASELINE, NO_CHANGE_SPEARMAN, MaskedSlice, best_method, slice_maps
+
+TARGET_GROUP = "tcga-lgg flair"  # the issue's targets: held-out tcga-lgg FLAIR tumour slices
+TARGET_POINTING = 0.8
+TARGET_MASS_RATIO = 2.0
+NAMES = {**METHOD_NAMES, BASELINE: "Random map (baseline)"}
+
+
+def explain_markdown(model_name: str, result: dict, measured_on: str) -> str:
+    """Return the report of an explain-eval run as markdown tables, one per source and sequence."""
+    lines = [f"# Heatmaps against tumour masks: {model_name}", "",
+             f"Measured on {measured_on}. Explained class: the slice's most probable tumour class. Pointing game: "
+             "the map's maximum inside the mask (95% Wilson interval). Mass ratio: the map's share of mass inside "
+             "the mask divided by the mask's share of the head (1x = knows nothing). Deletion AUC (lower is better) "
+             "and insertion AUC (higher is better): the explained class's probability as the map's top pixels are "
+             f"blanked or revealed in {16} steps. Randomised: mean Spearman correlation between the trained model's "
+             f"maps and those with the last stage re-initialised (above {NO_CHANGE_SPEARMAN} the map does not "
+             "depend on what the model learned there).", ""]
+    for group, figures in result["summary"].items():
+        lines += [f"## {group}", "",
+                  "| method | slices | pointing game | 95% CI | mass in mask | mask share of head | mass ratio "
+                  "| deletion AUC | insertion AUC | randomised Spearman (n) |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for method, f in figures.items():
+            spearman = "—" if f["randomised_spearman"] is None else (
+                f"{f['randomised_spearman']:.2f} ({f['randomised_n']}) "
+                f"{'changes' if f['randomised_spearman'] <= NO_CHANGE_SPEARMAN else 'does not change'}")
+            low, high = f["pointing_game_ci95"]
+            lines.append(f"| {NAMES.get(method, method)} | {f['n']} | {f['pointing_game']:.1%} | {low:.0%}-{high:.0%} "
+                         f"| {f['mass_in_mask']:.1%} | {f['mask_share_of_head']:.1%} | {f['mass_ratio']:.2f}x "
+                         f"| {f['deletion_auc']:.3f} | {f['insertion_auc']:.3f} | {spearman} |")
+        lines.append("")
+    if TARGET_GROUP in result["summary"]:
+        best = best_method(result["summary"], TARGET_GROUP)
+        f = result["summary"][TARGET_GROUP][best]
+        met = f["pointing_game"] >= TARGET_POINTING and f["mass_ratio"] >= TARGET_MASS_RATIO
+        lines += [f"Best on {TARGET_GROUP}: **{NAMES[best]}**, pointing game {f['pointing_game']:.1%} (target "
+                  f">= {TARGET_POINTING:.0%}), mass ratio {f['mass_ratio']:.2f}x (target >= {TARGET_MASS_RATIO:.0f}x): "
+                  f"{'met' if met else 'not met'}.", ""]
+    return "\n".join(lines)
+
+
+def write_to_card(model_dir: Path, summary: dict, measured_on: str, group: str = TARGET_GROUP) -> str:
+    """Store the best method on `group` as the card's default heatmap with every method's figures; return it."""
+    card = load_card(model_dir)
+    best = best_method(summary, group)
+    card.explanation.default_method = best
+    card.explanation.measured_on = f"{group} tumour slices of {measured_on}"
+    card.explanation.evaluation = {
+        method: {key: summary[group][method][key] for key in ("n", "pointing_game", "mass_ratio", "deletion_auc",
+                                                              "insertion_auc", "randomised_spearman")}
+        for method in summary[group]}
+    card.save(Path(model_dir))
+    return best
+
+
+def example_figure(classifier, slices: list[MaskedSlice], path: Path, count: int = 4, seed: int = 0) -> Path:
+    """Draw a few slices with their mask outline and each method's map (the README's figure)."""
+    import cv2
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from convnest_viewer.inference.preprocess import to_uint8, unletterbox
+
+    chosen = slices[:: max(1, len(slices) // count)][:count]
+    columns = ["slice and mask", *METHODS, BASELINE]
+    figure, axes = plt.subplots(len(chosen), len(columns), figsize=(2.2 * len(columns), 2.3 * len(chosen)), squeeze=False)
+    for row, item in enumerate(chosen):
+        image = to_uint8(item.values, item.window)
+        _, target, maps, geometry = slice_maps(classifier, item, METHODS, 16, seed)
+        contours, _ = cv2.findContours(item.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        for column, name in enumerate(columns):
+            axis = axes[row, column]
+            axis.imshow(image, cmap="gray")
+            if name in maps:
+                shown = unletterbox(maps[name], geometry)
+                top = float(np.percentile(shown, 99.9)) or 1.0
+                axis.imshow(np.clip(shown / top, 0, 1), cmap="inferno", alpha=0.55)
+            for contour in contours:
+                axis.plot(contour[:, 0, 0], contour[:, 0, 1], color="#00e5ff", linewidth=0.8)
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if row == 0:
+                axis.set_title(NAMES.get(name, name), fontsize=9)
+        axes[row, 0].set_ylabel(f"{item.sequence} {item.case[-4:]}#{item.index}", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path
+
+
+def run_explain_eval(args) -> int:
+    """Run explain-eval from parsed arguments: measure, write explain.json/.md and the figure, update the card."""
+    import sys
+
+    from convnest_viewer.inference.classifier import Classifier
+    from training.explain_eval import evaluate_heatmaps, tcga_tumour_slices, volume_tumour_slices
+
+    classifier = Classifier(args.model, device=args.device)
+    institutions = {i.strip() for i in args.institutions.split(",") if i.strip()}
+    slices = tcga_tumour_slices(args.tcga, institutions, args.max_slices) if args.tcga else []
+    slices += volume_tumour_slices(sorted(args.volumes), args.max_slices)
+    if not slices:
+        print("explain-eval: no tumour slices to measure (give --tcga and/or --volumes)", file=sys.stderr)
+        return 2
+    measured_on = ", ".join(filter(None, [f"tcga-lgg institutions {', '.join(sorted(institutions))}" if args.tcga else "",
+                                          f"{len(args.volumes)} label volumes" if args.volumes else ""]))
+    result = evaluate_heatmaps(classifier, slices, shap_samples=args.shap_samples,
+                               randomisation_slices=args.randomisation_slices,
+                               progress=lambda done, total: print(f"\r{done}/{total} slices", end="", file=sys.stderr))
+    print(file=sys.stderr)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "explain.json").write_text(json.dumps({"model": classifier.card.name, "measured_on": measured_on,
+                                                       **result}, indent=1) + "\n")
+    markdown = explain_markdown(classifier.card.name, result, measured_on)
+    flair = [s for s in slices if s.sequence == "flair"] or slices
+    example_figure(classifier, flair, args.out / "explain_examples.png")
+    (args.out / "explain.md").write_text(markdown + "\n![heatmaps on held-out slices](explain_examples.png)\n")
+    print(markdown)
+    if args.write_card:
+        group = TARGET_GROUP if TARGET_GROUP in result["summary"] else next(iter(result["summary"]))
+        best = write_to_card(classifier.model_dir, result["summary"], measured_on, group)
+        print(f"card of {classifier.card.name}: default heatmap {NAMES[best]} (best pointing game on {group})")
+    return 0
