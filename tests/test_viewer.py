@@ -173,6 +173,22 @@ def test_heatmap_toggle_sets_an_overlay_with_the_slice_shape(qtbot, window, meth
     assert not window.view.overlay.isVisible()
 
 
+def test_scrolling_past_slices_asks_for_a_heatmap_only_where_the_user_stops(qtbot, window, monkeypatch):
+    result = _open(qtbot, window, DICOM / "ge-epi-4d")
+    _wait_classified(qtbot, window, result.series[0])
+    asked = []
+    original = window.session.request_heatmap
+    monkeypatch.setattr(window.session, "request_heatmap",
+                        lambda series, volume, index, *rest: (asked.append(index), original(series, volume, index, *rest)))
+    window.state.set_overlay_mode("gradcam")
+    for index in range(1, 7):  # faster than a heatmap is asked for
+        window.state.set_slice(index)
+        qtbot.wait(20)
+    with qtbot.waitSignal(window.overlayShown, timeout=TIMEOUT_MS, check_params_cb=lambda key: key is not None and key.index == 6):
+        pass
+    assert asked == [6]
+
+
 def test_explaining_a_chosen_class(qtbot, window):
     _open(qtbot, window, DICOM / "ge-epi-4d")
     window.state.set_overlay_mode("gradcam")

@@ -26,6 +26,8 @@ from convnest_viewer.viewer_state import ModelInfo, ViewerState
 
 __all__ = ["DISCLAIMER", "MainWindow"]
 
+HEATMAP_DELAY_MS = 150  # a heatmap is asked for once the slice has stayed this long
+
 
 class MainWindow(StudyOpeningMixin, DialogsMixin, QMainWindow):
     """The viewer: open a study, scroll its slices, see the model's opinion and evidence.
@@ -66,6 +68,10 @@ class MainWindow(StudyOpeningMixin, DialogsMixin, QMainWindow):
         self._refresh_timer.setSingleShot(True)
         self._refresh_timer.setInterval(120)
         self._refresh_timer.timeout.connect(self._refresh_series_plot)
+        self._heatmap_timer = QTimer(self)
+        self._heatmap_timer.setSingleShot(True)
+        self._heatmap_timer.setInterval(HEATMAP_DELAY_MS)
+        self._heatmap_timer.timeout.connect(self._request_heatmap)
         self._connect_state()
         self.worker: InferenceWorker | None = None
         self.session: InferenceSession | None = None
@@ -356,7 +362,13 @@ class MainWindow(StudyOpeningMixin, DialogsMixin, QMainWindow):
             status.setText("waiting for the slice's prediction…")
             return
         status.setText(f"computing {METHOD_NAMES[state.overlay_mode]}…")
-        self.session.request_heatmap(state.series, state.volume, state.index, state.overlay_mode, key.target_index)
+        self._heatmap_timer.start()  # asked once the slice stays: scrolling past slices computes no maps
+
+    def _request_heatmap(self) -> None:
+        state = self.state
+        key = state.heatmap_key(self.store)
+        if key is not None and self.session is not None and self.store.heatmap(key) is None:
+            self.session.request_heatmap(state.series, state.volume, state.index, state.overlay_mode, key.target_index)
 
     # --- annotations ----------------------------------------------------------------------------
     def _identifiers_changed(self, show: bool) -> None:
