@@ -41,14 +41,18 @@ def test_the_default_heatmap_is_the_best_pointer_that_depends_on_the_model():
                 "randomised_spearman": spearman}
 
     rows = [_row({"gradcam": figures(False, 0.1), "layercam": figures(i < 2, 0.2), "shap": figures(True, 0.9),
-                  BASELINE: figures(False, 1.0)}) for i in range(4)]
+                  BASELINE: figures(i < 1, 1.0)}) for i in range(4)]
     summary = summarise(rows)
     assert summary["tcga-lgg flair"]["shap"]["pointing_game"] == 1.0
     assert summary["tcga-lgg flair"]["layercam"]["pointing_game"] == 0.5
-    assert best_method(summary, "tcga-lgg flair") == "layercam", "a map that ignores the weights is passed over"
+    assert best_method(summary, "tcga-lgg flair") == ("layercam", True), "a map that ignores the weights comes second"
     for row in rows:
         row["methods"]["shap"]["randomised_spearman"] = 0.3
-    assert best_method(summarise(rows), "tcga-lgg flair") == "shap"
+    assert best_method(summarise(rows), "tcga-lgg flair") == ("shap", True)
+    for row in rows:  # now nothing passes both checks: the best pointer, flagged
+        row["methods"]["shap"]["randomised_spearman"] = 0.9
+        row["methods"]["layercam"]["hit"] = False
+    assert best_method(summarise(rows), "tcga-lgg flair") == ("shap", False), "LayerCAM no longer beats the random map"
 
 
 @pytest.fixture(scope="module")
@@ -83,9 +87,11 @@ def test_explain_eval_writes_the_best_method_into_the_card(explain_run):
     folder, out = explain_run
     card = load_card(folder)
     summary = json.loads((out / "explain.json").read_text())["summary"]
-    assert card.explanation.default_method == best_method(summary, "tcga-lgg flair")
+    best, qualified = best_method(summary, "tcga-lgg flair")
+    assert card.explanation.default_method == best
+    assert card.explanation.note.startswith("No method both") != qualified
     assert set(card.explanation.evaluation) == {*METHODS, BASELINE}
-    assert "tcga-lgg flair" in card.explanation.measured_on
+    assert "held-out tcga-lgg FLAIR tumour slices (institution CS)" in card.explanation.measured_on
     Classifier(folder, device="cpu")  # the weights still match the card
 
 

@@ -219,10 +219,26 @@ def test_heatmaps_point_at_the_blob_in_original_coordinates(blob_classifier):
     assert hits["shap"] >= 0.9 * total, hits
     # Grad-CAM has one cell per 32 input pixels (4x4 here): its peak often lands beside the blob, so the test asks
     # that its mass favours the blob on every slice (a uniform map scores 1, one on the ring less), clearly on most;
-    # LayerCAM adds the finer stages, so its peak must also land on the blob more often than Grad-CAM's
-    for method, ratios in contrast.items():
-        assert min(ratios) > 1.2 and np.median(ratios) > 2.0, (method, hits, np.round(ratios, 2))
-    assert hits["layercam"] >= max(hits["gradcam"], 0.6 * total), hits
+    # LayerCAM adds the finer stages: its peak lands on the blob far more often than Grad-CAM's (measured 18 of 20
+    # against 10), its mass spreads a little wider (median contrast measured 1.8)
+    assert min(contrast["gradcam"]) > 1.2 and np.median(contrast["gradcam"]) > 2.0, (hits, np.round(contrast["gradcam"], 2))
+    assert min(contrast["layercam"]) > 1.2 and np.median(contrast["layercam"]) > 1.5, (hits, np.round(contrast["layercam"], 2))
+    assert hits["layercam"] >= max(hits["gradcam"] + 4, 0.75 * total), hits
+
+
+def test_a_slice_gets_the_same_map_every_time_and_leaves_numpys_generator_alone(blob_classifier):
+    values, _, _ = blob_slice(np.random.default_rng(5), (96, 160), with_blob=True)
+    for method in ("shap", "layercam", "gradcam"):
+        np.random.seed(1)
+        first = explain(blob_classifier, values, WINDOW, method, target="blob", shap_samples=8)
+        np.random.seed(2)  # whatever state the caller's generator is in
+        second = explain(blob_classifier, values, WINDOW, method, target="blob", shap_samples=8)
+        assert np.array_equal(first.values, second.values), method
+    np.random.seed(123)
+    expected_draw = np.random.random()
+    np.random.seed(123)
+    explain(blob_classifier, values, WINDOW, "shap", target="blob", shap_samples=8)
+    assert np.random.random() == expected_draw, "the caller's numpy random state is restored"
 
 
 def test_explaining_a_chosen_class_and_bad_requests(blob_classifier):

@@ -112,7 +112,7 @@ def test_cpu_bundle_builds_and_passes_its_self_test(tmp_path):
     assert summary["model"]["name"] == card["name"]
     assert summary["device"].startswith("CPU")
 
-    # Every slice of every demo series classified; both heatmaps on the first series' pixel grid.
+    # Every slice of every demo series classified; every heatmap method on the first series' pixel grid.
     from convnest_viewer.io import load_study
 
     study = load_study([REPO / "resources" / "demo"])
@@ -123,7 +123,7 @@ def test_cpu_bundle_builds_and_passes_its_self_test(tmp_path):
         assert set(reported["predicted"]) <= {card_class["id"] for card_class in card["classes"]} | {"not assessed"}
     assert (internal / "resources" / "models" / model.name / card["gate"]["file"]).is_file(), "the gate ships"
     first = study.series[0]
-    assert set(summary["heatmaps"]) == {"gradcam", "shap"}
+    assert set(summary["heatmaps"]) == {"gradcam", "layercam", "shap"}
     for method, heatmap in summary["heatmaps"].items():
         assert heatmap["shape"] == [first.rows, first.columns], (method, heatmap)
         assert 1 <= heatmap["slice"] <= first.n_slices

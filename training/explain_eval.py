@@ -7,8 +7,9 @@ institutions never trained on, brats held-out volumes), per sequence, next to a 
   the head (a map that knows nothing scores about 1x);
 - deletion / insertion AUC (Petsiuk et al. 2018): the explained class's probability as the map's most important
   input pixels are blanked (deletion, lower is better) or revealed on a blank slice (insertion, higher is better);
-- model-parameter randomisation (Adebayo et al. 2018): Spearman correlation between the maps of the trained model
-  and of the same model with its last stage re-initialised; a map that does not change does not explain the model.
+- model-parameter randomisation (Adebayo et al. 2018): Spearman correlation, inside the head, between the maps of
+  the trained model and of the same model with its last stage re-initialised; a map that does not change does not
+  explain the model.
 The explained class is the slice's most probable tumour class, so a missed tumour is explained too.
 """
 
@@ -158,6 +159,13 @@ def randomised_classifier(classifier: Classifier, seed: int = 0) -> Classifier:
     return Classifier(model=model, card=classifier.card, device=str(classifier.device))
 
 
+def input_head(classifier: Classifier, batch: torch.Tensor) -> np.ndarray:
+    """Return the head's mask on the model input of a one-slice batch."""
+    spec = classifier.spec
+    pixels = (batch[0, 0].detach().float().cpu().numpy() * spec.std[0] + spec.mean[0]) * 255
+    return head_mask(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
+
+
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
     """Return the Spearman rank correlation of two maps (0 when either is constant)."""
     from scipy.stats import spearmanr
@@ -191,8 +199,10 @@ def evaluate_heatmaps(classifier: Classifier, slices: list[MaskedSlice], methods
         if randomised is not None and checked.get(group, 0) < randomisation_slices:
             checked[group] = checked.get(group, 0) + 1
             _, _, random_maps, _ = slice_maps(randomised, item, methods, shap_samples, seed)
+            inside = input_head(classifier, batch)  # the black letterbox would agree in any two maps
             for method in maps:
-                row["methods"][method]["randomised_spearman"] = spearman(maps[method], random_maps[method])
+                row["methods"][method]["randomised_spearman"] = spearman(maps[method][inside],
+                                                                         random_maps[method][inside])
         rows.append(row)
         if progress:
             progress(number + 1, len(slices))
@@ -228,13 +238,20 @@ def passes_randomisation(figures: dict) -> bool:
     return figures["randomised_spearman"] is None or figures["randomised_spearman"] <= NO_CHANGE_SPEARMAN
 
 
-def best_method(summary: dict, group: str, methods: tuple[str, ...] = METHODS) -> str:
-    """Return the method with the best pointing game on a group (mass ratio breaks ties), never the baseline.
+def qualifies(figures: dict, baseline: dict | None) -> bool:
+    """Return whether a method passes both checks: it points better than a random map and depends on the weights."""
+    beats_random = baseline is None or figures["pointing_game"] > baseline["pointing_game"]
+    return beats_random and passes_randomisation(figures)
 
-    Methods whose maps do not change when the model's last stage is randomised are passed over while any other
-    method passes that check: they show the image, not what the model learned.
+
+def best_method(summary: dict, group: str, methods: tuple[str, ...] = METHODS) -> tuple[str, bool]:
+    """Return the method with the best pointing game on a group (mass ratio breaks ties) and whether it qualifies.
+
+    Methods that qualify (they beat the random map and their maps change when the model's last stage is
+    randomised) come first; when none does, the best pointer is returned with qualified = False.
     """
     figures = summary[group]
     candidates = [m for m in methods if m in figures]
-    trusted = [m for m in candidates if passes_randomisation(figures[m])] or candidates
-    return max(trusted, key=lambda m: (figures[m]["pointing_game"], figures[m]["mass_ratio"]))
+    trusted = [m for m in candidates if qualifies(figures[m], figures.get(BASELINE))]
+    best = max(trusted or candidates, key=lambda m: (figures[m]["pointing_game"], figures[m]["mass_ratio"]))
+    return best, bool(trusted)

@@ -42,21 +42,39 @@ def explain_markdown(model_name: str, result: dict, measured_on: str) -> str:
                          f"| {f['deletion_auc']:.3f} | {f['insertion_auc']:.3f} | {spearman} |")
         lines.append("")
     if TARGET_GROUP in result["summary"]:
-        best = best_method(result["summary"], TARGET_GROUP)
+        best, qualified = best_method(result["summary"], TARGET_GROUP)
         f = result["summary"][TARGET_GROUP][best]
-        met = f["pointing_game"] >= TARGET_POINTING and f["mass_ratio"] >= TARGET_MASS_RATIO
+        met = qualified and f["pointing_game"] >= TARGET_POINTING and f["mass_ratio"] >= TARGET_MASS_RATIO
         lines += [f"Best on {TARGET_GROUP}: **{NAMES[best]}**, pointing game {f['pointing_game']:.1%} (target "
                   f">= {TARGET_POINTING:.0%}), mass ratio {f['mass_ratio']:.2f}x (target >= {TARGET_MASS_RATIO:.0f}x): "
-                  f"{'met' if met else 'not met'}.", ""]
+                  f"{'met' if met else 'not met'}.", "", caveat(result["summary"][TARGET_GROUP], best, qualified), ""]
     return "\n".join(lines)
 
 
-def write_to_card(model_dir: Path, summary: dict, measured_on: str, group: str = TARGET_GROUP) -> str:
+def caveat(figures: dict, best: str, qualified: bool) -> str:
+    """Return what a reader of the default heatmap must know: which checks it passed and failed."""
+    f, baseline = figures[best], figures.get(BASELINE, {})
+    if qualified:
+        return (f"{NAMES[best]} points better than a random map ({f['pointing_game']:.0%} against "
+                f"{baseline.get('pointing_game', 0):.0%}) and its maps change with the model's weights.")
+    spearman = f["randomised_spearman"]
+    changes = ("its maps change little when the model's last stage is randomised (Spearman "
+               f"{spearman:.2f} inside the head), so they follow the image's bright and edged structures as much as "
+               "what the model learned" if spearman is not None and spearman > NO_CHANGE_SPEARMAN
+               else "it does not point better than a random map")
+    return (f"No method both points better than a random map and changes with the model's weights. {NAMES[best]} "
+            f"points best ({f['pointing_game']:.0%} of the tumour slices, random map {baseline.get('pointing_game', 0):.0%}) "
+            f"but {changes}.")
+
+
+def write_to_card(model_dir: Path, summary: dict, held_out: str, group: str = TARGET_GROUP) -> str:
     """Store the best method on `group` as the card's default heatmap with every method's figures; return it."""
     card = load_card(model_dir)
-    best = best_method(summary, group)
+    best, qualified = best_method(summary, group)
     card.explanation.default_method = best
-    card.explanation.measured_on = f"{group} tumour slices of {measured_on}"
+    card.explanation.note = caveat(summary[group], best, qualified)
+    source, _, sequence = group.partition(" ")
+    card.explanation.measured_on = f"{summary[group][best]['n']} held-out {source} {sequence.upper()} tumour slices ({held_out})"
     card.explanation.evaluation = {
         method: {key: summary[group][method][key] for key in ("n", "pointing_game", "mass_ratio", "deletion_auc",
                                                               "insertion_auc", "randomised_spearman")}
@@ -132,6 +150,8 @@ def run_explain_eval(args) -> int:
     print(markdown)
     if args.write_card:
         group = TARGET_GROUP if TARGET_GROUP in result["summary"] else next(iter(result["summary"]))
-        best = write_to_card(classifier.model_dir, result["summary"], measured_on, group)
+        held_out = (f"institution{'s' if len(institutions) > 1 else ''} {', '.join(sorted(institutions))}"
+                    if group.startswith("tcga-lgg") else f"{len(args.volumes)} volumes")
+        best = write_to_card(classifier.model_dir, result["summary"], held_out, group)
         print(f"card of {classifier.card.name}: default heatmap {NAMES[best]} (best pointing game on {group})")
     return 0

@@ -77,6 +77,7 @@ class ExplanationSpec:
     default_method: str = "gradcam"
     measured_on: str = ""  # the held-out slices behind the figures
     evaluation: dict = field(default_factory=dict)  # per method: pointing_game, mass_ratio, n, ...
+    note: str = ""  # which checks the default method passed and failed, in a sentence
 
 
 @dataclass

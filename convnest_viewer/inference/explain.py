@@ -99,11 +99,16 @@ def _gradient_shap(classifier: Classifier, batch: torch.Tensor, target: int, sam
 
     shap = GradientShap(classifier.model)
     devices = [batch.device] if batch.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), torch.enable_grad():
-        torch.manual_seed(seed)
-        baselines = _dark_baselines(classifier, batch)
-        attribution = shap.attribute(batch.float(), baselines=baselines.float(), target=target,
-                                     n_samples=max(1, samples), stdevs=0.09)
+    numpy_state = np.random.get_state()  # captum draws the interpolation points with numpy's global generator
+    try:
+        with torch.random.fork_rng(devices=devices), torch.enable_grad():
+            torch.manual_seed(seed)
+            np.random.seed(seed)
+            baselines = _dark_baselines(classifier, batch)
+            attribution = shap.attribute(batch.float(), baselines=baselines.float(), target=target,
+                                         n_samples=max(1, samples), stdevs=0.09)
+    finally:
+        np.random.set_state(numpy_state)
     magnitude = attribution[0].abs().sum(dim=0).detach().float().cpu().numpy()
     sigma = max(1.0, batch.shape[-1] / 40)
     return cv2.GaussianBlur(magnitude, (0, 0), sigmaX=sigma, sigmaY=sigma)

@@ -57,7 +57,7 @@ def _gate_html(card: ModelCard) -> str:
 def pointing_game_text(figures: dict, card: ModelCard) -> str:
     """Return one method's measured pointing game and mass ratio as a sentence (with what it was measured on)."""
     return (f"pointing game {figures['pointing_game']:.0%}, {figures['mass_ratio']:.1f}x its share of mass inside the "
-            f"tumour mask (n = {figures['n']}, {card.explanation.measured_on})")
+            f"tumour mask, on {card.explanation.measured_on}")
 
 
 def _heatmap_html(card: ModelCard) -> str:
@@ -69,9 +69,10 @@ def _heatmap_html(card: ModelCard) -> str:
     rows = "".join(f"<tr><td>{escape(METHOD_NAMES.get(m, 'Random map (baseline)'))}</td><td>{_percent(f['pointing_game'])}</td>"
                    f"<td>{f['mass_ratio']:.2f}x</td><td>{_randomised(f.get('randomised_spearman'))}</td></tr>"
                    for m, f in evaluation.items())
-    return (f"<p><b>Heatmaps</b> against tumour masks ({escape(card.explanation.measured_on)}); shown first: "
+    return (f"<p><b>Heatmaps</b> against tumour masks, on {escape(card.explanation.measured_on)}; shown first: "
             f"{escape(default)}.</p><table border=1 cellspacing=0 cellpadding=3><tr><th>method</th><th>pointing game</th>"
-            f"<th>mass inside mask vs its share</th><th>changes with the model's weights</th></tr>{rows}</table>")
+            f"<th>mass inside mask vs its share</th><th>changes with the model's weights</th></tr>{rows}</table>"
+            f"{'<p>' + escape(card.explanation.note) + '</p>' if card.explanation.note else ''}")
 
 
 def _randomised(spearman) -> str:

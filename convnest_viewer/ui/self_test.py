@@ -31,7 +31,7 @@ def wait_until(predicate: Callable[[], bool], deadline: float, what: str) -> Non
 
 
 def run_self_test(window, paths: list[str], screenshot: Path | None, timeout: float) -> int:
-    """Open paths, classify every slice through the GUI worker, make both heatmaps; return 0 or 1."""
+    """Open paths, classify every slice through the GUI worker, make every kind of heatmap; return 0 or 1."""
     started = time.monotonic()
     deadline = started + timeout
     summary: dict = {"ok": False, "version": __version__, "paths": paths}
