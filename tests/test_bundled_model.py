@@ -56,7 +56,7 @@ def test_the_demo_study_is_classified_as_its_series_say(classifier):
         predictions = classifier.predict([(series.pixels(i), series.window(i)) for i in range(series.n_slices)])
         correct += sum(p.predicted == expected for p in predictions)
         total += len(predictions)
-    assert total == 24 and correct >= 16  # measured: 17 (brain-tumor-mri test accuracy is 83%; 24 images vary)
+    assert total == 24 and correct >= 16  # measured: 18 (v3: 17; brain-tumor-mri test accuracy is 85%; 24 images vary)
 
 
 def test_a_healthy_head_it_never_saw_is_mostly_no_tumour(classifier):
@@ -68,17 +68,18 @@ def test_a_healthy_head_it_never_saw_is_mostly_no_tumour(classifier):
     share = float((~scan.called_tumour).mean())
     claimed = classifier.card.metrics["healthy"]["per_scan"]["chris_PD (pd)"]["no_tumour_share"]
     assert share == pytest.approx(claimed, abs=1.5 / 54), "the app reproduces the card's healthy-head figure"
-    assert share >= 0.45  # measured: 27 of 54 (the target, 90%, is not met; the previous model: 33)
+    assert share >= 0.55  # measured: 32 of 54 (the target, 90%, is not met; v3: 27, v2: 33)
 
 
 def test_the_app_reproduces_the_cards_figure_on_the_healthy_sagittal_head(classifier):
-    """The sagittal MPRAGE is the model's known failure (most slices read a tumour): the card must say so truly."""
+    """The sagittal MPRAGE is the model's known failure (30% of its slices read a tumour): the card must say so truly."""
     from training.volume_eval import evaluate_healthy
 
     scan = evaluate_healthy(classifier, DICOM / "sagittal-mprage", "t1")
     assert len(scan.probabilities) == 192
     claimed = classifier.card.metrics["healthy"]["per_scan"]["sagittal-mprage (t1)"]["no_tumour_share"]
     assert float((~scan.called_tumour).mean()) == pytest.approx(claimed, abs=1.5 / 192)
+    assert claimed >= 0.65  # measured: 134 of 192 (v3: 105)
     assert f"sagittal-mprage (t1) {1 - claimed:.0%}" in classifier.card.limitations
 
 
