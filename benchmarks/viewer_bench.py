@@ -27,10 +27,11 @@ TARGETS = {  # measure -> (goal, unit, lower is better)
     "first slice shown": (0.5, "s"),
     "slice change, idle": (0.016, "s"),
     "slice change, while classifying": (0.016, "s"),
-    "slice change, with Grad-CAM overlay": (0.016, "s"),
+    "slice change, with the default heatmap overlay": (0.016, "s"),
     "whole series classified": (None, "s"),
     "classification throughput / bare batched forward": (0.8, "ratio, higher is better"),  # both at batch 32
     "Grad-CAM / one forward pass": (3.0, "ratio"),
+    "LayerCAM / one forward pass": (None, "ratio"),
     "Gradient SHAP (default samples) / one forward pass": (None, "ratio"),
     "peak RSS, series open and classified": (1.2, "GB"),
 }

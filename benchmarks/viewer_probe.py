@@ -94,7 +94,7 @@ def session(series_path: str, device: str) -> dict:
     wait(app, lambda: len(store.finished(state.model_id, series.key)) >= total)
     classified = time.perf_counter() - opened
     idle = _slice_changes(app, state, 120)
-    state.set_overlay_mode("gradcam")
+    state.set_overlay_mode(state.default_heatmap)  # what H shows first
     overlay = _slice_changes(app, state, 40)
     state.set_overlay_mode("none")
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
@@ -131,19 +131,20 @@ def session(series_path: str, device: str) -> dict:
     whole, in_worker_batches = pipeline(32), pipeline(worker_batch)
     forward = float(np.median(one))
     values, window_ = series.pixels(series.n_slices // 2), series.window(series.n_slices // 2)
-    gradcam, shap = [], []
+    gradcam, layercam, shap = [], [], []
     for _ in range(5):
-        begin = time.perf_counter()
-        explain(classifier, values, window_, "gradcam")
-        gradcam.append((time.perf_counter() - begin) / forward)
+        for method, times in (("gradcam", gradcam), ("layercam", layercam)):
+            begin = time.perf_counter()
+            explain(classifier, values, window_, method)
+            times.append((time.perf_counter() - begin) / forward)
     for _ in range(3):
         begin = time.perf_counter()
         explain(classifier, values, window_, "shap")
         shap.append((time.perf_counter() - begin) / forward)
     return {"samples": {"slice change, while classifying": busy, "slice change, idle": idle,
-                        "slice change, with Grad-CAM overlay": overlay, "whole series classified": [classified],
+                        "slice change, with the default heatmap overlay": overlay, "whole series classified": [classified],
                         "classification throughput / bare batched forward": [whole / bare],
-                        "Grad-CAM / one forward pass": gradcam,
+                        "Grad-CAM / one forward pass": gradcam, "LayerCAM / one forward pass": layercam,
                         "Gradient SHAP (default samples) / one forward pass": shap,
                         "peak RSS, series open and classified": [peak_gb]},
             "machine": {"torch": torch.__version__, "threads": torch.get_num_threads(), "model": classifier.card.name,
