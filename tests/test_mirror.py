@@ -9,7 +9,7 @@ import pytest
 from tests.paths import DATA
 from training.data import PackedDataset, pack_dataset, record_pixels
 from training.mirror import MIRROR_MARGIN_MM, apply_synthetic, head_midline, mirror_half, tumour_free_side
-from training.sources import GLIOMA, NOTUMOR, TCGA_PIXEL_MM, list_tcga_lgg
+from training.sources import GLIOMA, NOTUMOR, TCGA_PIXEL_MM, list_tcga_lgg, tcga_mask_path
 from training.train import TrainConfig, make_split, sampling_weights
 from convnest_viewer.inference.card import PreprocessSpec
 
@@ -23,8 +23,7 @@ def listing():
 
 
 def _mask_of(record) -> np.ndarray:
-    path = record.path.with_name(record.path.name.replace(f"_{record.sequence}.jpg", "_mask.png"))
-    return cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) > 127
+    return cv2.imread(str(tcga_mask_path(record)), cv2.IMREAD_GRAYSCALE) > 127
 
 
 def test_mirror_half_reflects_one_side_across_the_midline():

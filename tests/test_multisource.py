@@ -16,7 +16,7 @@ from tests.paths import DATA, SHARED
 from training.augment import AugmentConfig, augment, random_curves
 from training.data import PackedDataset, pack_dataset
 from training.sources import (GLIOMA, MIN_GAP_MM, MIN_TUMOUR_MM2, NOTUMOR, TCGA_PIXEL_MM, TCGA_SLICE_MM, list_label_volumes,
-                              list_tcga_lgg, slice_labels)
+                              list_tcga_lgg, slice_labels, tcga_mask_path)
 from training.train import TrainConfig, make_split, sampling_weights
 
 TCGA = DATA / "tcga-lgg"
@@ -66,7 +66,7 @@ def test_tcga_listing_follows_the_masks(few_tcga):
     for record in records:
         if not record.synthetic:
             by_case.setdefault((record.case, record.sequence), []).append(record)
-        mask = cv2.imread(str(record.path).replace(f"_{record.sequence}.jpg", "_mask.png"), cv2.IMREAD_GRAYSCALE)
+        mask = cv2.imread(str(tcga_mask_path(record)), cv2.IMREAD_GRAYSCALE)
         area = (mask > 127).sum() * TCGA_PIXEL_MM ** 2
         if record.label == GLIOMA:
             assert area >= MIN_TUMOUR_MM2

@@ -28,14 +28,13 @@ from convnest_viewer.inference.classifier import Classifier
 from convnest_viewer.inference.explain import input_map
 from convnest_viewer.inference.factory import explain_layer
 from convnest_viewer.inference.foreground import head_mask
-from convnest_viewer.inference.heatmap import METHODS, RANDOMISED_SPEARMAN_LIMIT as NO_CHANGE_SPEARMAN
+from convnest_viewer.inference.heatmap import BASELINE, METHODS, RANDOMISED_SPEARMAN_LIMIT as NO_CHANGE_SPEARMAN
 from convnest_viewer.inference.preprocess import to_uint8, unletterbox
 from convnest_viewer.io.window import Window
 from training.data import record_pixels
-from training.sources import GLIOMA, list_label_volumes, list_tcga_lgg
+from training.sources import GLIOMA, list_label_volumes, list_tcga_lgg, tcga_mask_path
 from training.volumes import take_slice, volume_array
 
-BASELINE = "random"  # a smooth random map: what a map that knows nothing scores
 PERTURBATION_STEPS = 16  # deletion / insertion: fractions 0, 1/16, ..., 1 of the input's pixels
 
 
@@ -60,7 +59,7 @@ def tcga_tumour_slices(root: Path, institutions: set[str], max_per_sequence: int
     slices = []
     for record in _spread(records, max_per_sequence):
         values, window = record_pixels(record)
-        mask_path = record.path.with_name(record.path.name.replace(f"_{record.sequence}.jpg", "_mask.png"))
+        mask_path = tcga_mask_path(record)
         mask = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE)
         if mask is None:
             raise FileNotFoundError(f"{mask_path}: tumour mask missing")

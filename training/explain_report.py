@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 
 from convnest_viewer.inference.card import load_card
-from convnest_viewer.inference.heatmap import METHOD_NAMES, METHODS
-from training.explain_eval import BASELINE, NO_CHANGE_SPEARMAN, MaskedSlice, best_method, slice_maps
+from convnest_viewer.inference.heatmap import BASELINE, BASELINE_NAME, METHOD_NAMES, METHODS
+from training.explain_eval import NO_CHANGE_SPEARMAN, MaskedSlice, best_method, slice_maps
 
 TARGET_GROUP = "tcga-lgg flair"  # the targets: held-out tcga-lgg FLAIR tumour slices
 TARGET_POINTING = 0.8
 TARGET_MASS_RATIO = 2.0
-NAMES = {**METHOD_NAMES, BASELINE: "Random map (baseline)"}
+NAMES = {**METHOD_NAMES, BASELINE: BASELINE_NAME}
 
 
 def explain_markdown(model_name: str, result: dict, measured_on: str) -> str:

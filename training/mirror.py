@@ -18,8 +18,13 @@ SYNTHETIC_PREFIX = "mirror-"
 
 
 def head_midline(image: np.ndarray) -> float | None:
-    """Return the head's midline column (the centre of its extent across columns); None without a head."""
-    columns = np.flatnonzero(head_mask(image).any(axis=0))
+    """Return the head's midline column on an 8-bit slice; None without a head."""
+    return mask_midline(head_mask(image))
+
+
+def mask_midline(head: np.ndarray) -> float | None:
+    """Return the midline column of a head mask (the centre of its extent across columns); None without a head."""
+    columns = np.flatnonzero(head.any(axis=0))
     if len(columns) < 8:
         return None
     return (columns[0] + columns[-1] + 1) / 2.0

@@ -23,10 +23,10 @@ import cv2
 import numpy as np
 
 from convnest_viewer.inference.card import CLASS_IDS
-from convnest_viewer.inference.foreground import MIN_HEAD_SHARE, head_share
+from convnest_viewer.inference.foreground import MIN_HEAD_SHARE, head_mask, head_share
 from convnest_viewer.io.pixels import apply_window, percentile_window
 from training.data import ImageRecord, list_dataset
-from training.mirror import MIRROR_MARGIN_MM, head_midline, synthetic_name, tumour_free_side
+from training.mirror import MIRROR_MARGIN_MM, mask_midline, synthetic_name, tumour_free_side
 from training.volumes import PLANES, plane_length, sampled_planes, slice_stride, take_slice, volume_array
 
 GLIOMA, NOTUMOR = CLASS_IDS.index("glioma"), CLASS_IDS.index("notumor")
@@ -103,9 +103,15 @@ def slice_labels(tumour_mm2: np.ndarray, head: np.ndarray, slice_mm: float) -> t
     return labels, reasons
 
 
-def _raster_head_share(path: Path) -> float:
+def _raster_head(path: Path) -> np.ndarray | None:
+    """Return the head mask of an 8-bit raster slice, None when the file cannot be read."""
     image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    return head_share(image) if image is not None else 0.0
+    return head_mask(image) if image is not None else None
+
+
+def tcga_mask_path(record: ImageRecord) -> Path:
+    """Return the tumour mask file of a tcga-lgg slice record."""
+    return record.path.with_name(record.path.name.replace(f"_{record.sequence}.jpg", "_mask.png"))
 
 
 def list_tcga_lgg(root: Path, only: tuple[str, ...] = ()) -> SourceListing:
@@ -125,7 +131,8 @@ def list_tcga_lgg(root: Path, only: tuple[str, ...] = ()) -> SourceListing:
         tumour_mm2 = np.array([(m > 127).sum() * TCGA_PIXEL_MM ** 2 for m in masks])
         for sequence in row["sequences"].split():
             paths = [folder / f"{case}_{n}_{sequence}.jpg" for n in numbers]
-            head = np.array([_raster_head_share(p) if p.is_file() else 0.0 for p in paths])
+            heads = [_raster_head(p) if p.is_file() else None for p in paths]
+            head = np.array([float(h.mean()) if h is not None and h.size else 0.0 for h in heads])
             labels, reasons = slice_labels(tumour_mm2, head, TCGA_SLICE_MM)
             for i, (path, label) in enumerate(zip(paths, labels)):
                 if not path.is_file():
@@ -137,14 +144,13 @@ def list_tcga_lgg(root: Path, only: tuple[str, ...] = ()) -> SourceListing:
                                          "axial", i, len(numbers))
                     listing.records.append(record)
                     if label == GLIOMA:
-                        _add_mirrored(listing, record, masks[i])
+                        _add_mirrored(listing, record, masks[i], heads[i])
     return listing
 
 
-def _add_mirrored(listing: SourceListing, record: ImageRecord, mask: np.ndarray) -> None:
+def _add_mirrored(listing: SourceListing, record: ImageRecord, mask: np.ndarray, head: np.ndarray) -> None:
     """Add the tumour-free half of a tumour slice, mirrored, as a no-tumour record when the mask allows it."""
-    image = cv2.imread(str(record.path), cv2.IMREAD_GRAYSCALE)
-    midline = head_midline(image) if image is not None else None
+    midline = mask_midline(head)
     side = tumour_free_side(mask > 127, midline, MIRROR_MARGIN_MM / TCGA_PIXEL_MM) if midline is not None else None
     if side is None:
         listing.left_out["tumour on both sides of the midline (not mirrored)"] += 1

@@ -9,6 +9,8 @@ import numpy as np
 METHODS = ("gradcam", "layercam", "shap")
 RANDOMISED_SPEARMAN_LIMIT = 0.5  # maps correlating more with those of a model whose last stage is randomised fail
 METHOD_NAMES = {"gradcam": "Grad-CAM", "layercam": "LayerCAM", "shap": "Gradient SHAP"}
+BASELINE = "random"  # measured beside the methods (a smooth random map: what a map that knows nothing scores)
+BASELINE_NAME = "Random map (baseline)"
 
 
 @dataclass

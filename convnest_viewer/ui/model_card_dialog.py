@@ -5,7 +5,7 @@ from __future__ import annotations
 from html import escape
 
 from convnest_viewer.inference.card import ModelCard
-from convnest_viewer.inference.heatmap import METHOD_NAMES, RANDOMISED_SPEARMAN_LIMIT
+from convnest_viewer.inference.heatmap import BASELINE_NAME, METHOD_NAMES, RANDOMISED_SPEARMAN_LIMIT
 
 _SECTIONS = (("official_test", "brain-tumor-mri official test"), ("leakage_free_test", "brain-tumor-mri leakage-free test"),
              ("strict_leakage_free_test", "brain-tumor-mri strict leakage-free test"))
@@ -66,7 +66,7 @@ def _heatmap_html(card: ModelCard) -> str:
     evaluation = card.explanation.evaluation
     if not evaluation:
         return f"<p><b>Heatmaps:</b> {escape(default)} first; not measured against tumour masks for this model.</p>"
-    rows = "".join(f"<tr><td>{escape(METHOD_NAMES.get(m, 'Random map (baseline)'))}</td><td>{_percent(f['pointing_game'])}</td>"
+    rows = "".join(f"<tr><td>{escape(METHOD_NAMES.get(m, BASELINE_NAME))}</td><td>{_percent(f['pointing_game'])}</td>"
                    f"<td>{f['mass_ratio']:.2f}x</td><td>{_randomised(f.get('randomised_spearman'))}</td></tr>"
                    for m, f in evaluation.items())
     return (f"<p><b>Heatmaps</b> against tumour masks, on {escape(card.explanation.measured_on)}; shown first: "
