@@ -159,6 +159,35 @@ def test_scanning_reads_headers_only_and_pixels_are_cached_with_a_bound():
     assert not first.flags.writeable, "cached arrays are shared, so read-only"
 
 
+def test_a_preview_slice_comes_before_the_other_headers_and_no_file_is_read_twice(monkeypatch):
+    import convnest_viewer.io.loader as loader
+
+    reads, events = [], []
+    read_one = loader._read_one
+    monkeypatch.setattr(loader, "_read_one", lambda path: (reads.append(path), read_one(path))[1])
+    result = load_study([DICOM / "sagittal-mprage"], progress=lambda done, total: events.append(done),
+                        preview=events.append)
+    (preview,) = [event for event in events if not isinstance(event, int)]
+    assert events[0] is preview, "the preview must come before any other header is read"
+    assert len(reads) == len(set(reads)) == 194  # 192 slices, LICENSE, README: each read once
+    series = result.series[0]
+    paths = [ref.path for ref in series.volumes[0]]
+    shown = paths.index(preview.series.slice_ref(preview.index).path)
+    assert abs(shown - series.n_slices // 2) <= 2, "the preview is near the slice the viewer opens on"
+    assert np.array_equal(preview.values, series.pixels(shown))
+    assert preview.window.width > 0
+    plain = load_study([DICOM / "sagittal-mprage"])
+    assert [ref.path for ref in plain.series[0].volumes[0]] == paths
+    assert [s.key for s in plain.series] == [s.key for s in result.series]
+
+
+def test_no_preview_for_a_single_file_or_a_compressed_slice():
+    previews = []
+    load_study([pydicom_file("MR_small.dcm")], preview=previews.append)
+    load_study([pydicom_file("MR_small_RLE.dcm"), pydicom_file("MR_small_jp2klossless.dcm")], preview=previews.append)
+    assert previews == []
+
+
 def test_nifti_written_by_simpleitk_loads_with_the_same_pixels_and_geometry(tmp_path):
     folder = next((DICOM / "patient-positions" / "In" / "HFS").iterdir())
     reader = sitk.ImageSeriesReader()

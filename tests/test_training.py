@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -16,7 +17,7 @@ from training.data import PackedDataset, list_dataset, pack_dataset
 from training.dedup import duplicate_groups, identical_files, leak_table, near_duplicate_pairs
 from training.metrics import classification_metrics, expected_calibration_error, fit_temperature, softmax
 from training.splits import group_kfold, group_split, groups_straddle
-from training.train import Trainer, TrainConfig
+from training.train import Trainer, TrainConfig, load_initial_weights
 from tests.paths import BRAIN_TUMOR_MRI
 
 SIZE = 64
@@ -222,6 +223,14 @@ def test_a_run_can_start_from_a_model_folders_checked_weights(small_pack, tmp_pa
         assert torch.equal(tensor, started.final_model.state_dict()[name]), f"EMA {name}"  # the EMA starts there too
     with pytest.raises(ValueError, match="but the run asks for"):
         Trainer(_config(init_from=str(folder), architecture="convnext_atto"), data, tmp_path / "other-architecture")
+    # a run at another input size fine-tunes from the same weights (no position embedding to resize)
+    resized = copy.deepcopy(first.model)
+    with torch.no_grad():
+        for tensor in resized.parameters():
+            tensor.zero_()
+    load_initial_weights(resized, folder, _config(size=SIZE * 2))
+    for name, tensor in first.final_model.state_dict().items():
+        assert torch.equal(tensor, resized.state_dict()[name]), name
     shard = next(folder.glob("*.safetensors"))
     shard.write_bytes(shard.read_bytes()[:-8] + b"tampered")
     with pytest.raises(ModelCardError, match="sha256"):

@@ -414,3 +414,18 @@ def test_a_study_opened_at_launch_is_shown_before_the_model_starts_loading(qtbot
     qtbot.waitUntil(lambda: bool(win.state.model_id), timeout=TIMEOUT_MS)
     _wait_classified(qtbot, win, win.state.series)
     win.close()
+
+
+def test_a_large_folder_shows_a_preview_slice_while_it_indexes_and_then_the_study(qtbot, window):
+    order = []
+    window.previewShown.connect(lambda: order.append(("preview", window.view.image.image.shape,
+                                                      window.view.corner_text("bottom_left"))))
+    window.studyLoaded.connect(lambda _result: order.append(("loaded",)))
+    result = _open(qtbot, window, DICOM / "sagittal-mprage")
+    assert [event[0] for event in order] == ["preview", "loaded"]
+    assert order[0][1] == (result.series[0].rows, result.series[0].columns)
+    assert "Indexing" in order[0][2]
+    assert window.view.corner_text("bottom_left").startswith("Slice 97/192"), "the study replaces the preview"
+    order.clear()
+    _open(qtbot, window, DICOM / "ge-epi-4d")  # a study on screen stays until the next one has loaded
+    assert [event[0] for event in order] == ["loaded"]

@@ -368,15 +368,19 @@ class Trainer:
 
 
 def load_initial_weights(model: torch.nn.Module, folder: Path, config: TrainConfig) -> None:
-    """Start a model from a model folder's weights (sha256-checked), refusing one built for another recipe."""
+    """Start a model from a model folder's weights (sha256-checked), refusing one built for another recipe.
+
+    The input size may differ (a convolutional network has no position embedding: fine-tuning at a new size
+    is the usual way to raise it); architecture, preprocessing version and classes must match.
+    """
     from convnest_viewer.inference.card import load_card
     from convnest_viewer.inference.weights import load_state_dict
 
     card = load_card(folder)
-    wanted = (config.architecture, config.size, config.preprocessing, [c.id for c in config.card("run").classes])
-    found = (card.architecture, card.preprocessing.size, card.preprocessing.version, [c.id for c in card.classes])
+    wanted = (config.architecture, config.preprocessing, [c.id for c in config.card("run").classes])
+    found = (card.architecture, card.preprocessing.version, [c.id for c in card.classes])
     if wanted != found:
-        raise ValueError(f"{folder}: its model is (architecture, size, preprocessing, classes) {found}, "
+        raise ValueError(f"{folder}: its model is (architecture, preprocessing, classes) {found}, "
                          f"but the run asks for {wanted}")
     model.load_state_dict(load_state_dict(folder, card))
 

@@ -1,6 +1,6 @@
 """Study loading: DICOM (files, folders, DICOMDIR), NIfTI and PNG/JPEG; no Qt, no torch."""
 
-from convnest_viewer.io.loader import find_files, load_study
+from convnest_viewer.io.loader import StudyPreview, find_files, load_study
 from convnest_viewer.io.model import FileNote, LoadResult, PatientInfo, Series, SliceRef, Skipped, StudyInfo
 from convnest_viewer.io.window import Window
 from convnest_viewer.io.pixels import PIXEL_CACHE, PixelCache, PixelReadError, apply_window, percentile_window
@@ -16,6 +16,7 @@ __all__ = [
     "SliceRef",
     "Skipped",
     "StudyInfo",
+    "StudyPreview",
     "Window",
     "apply_window",
     "find_files",

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+import numpy as np
 import pydicom
 
 from convnest_viewer.io.dicom_headers import DicomRecord, read_dicom_record
@@ -16,11 +18,25 @@ from convnest_viewer.io.native_output import caught_warnings
 from convnest_viewer.io.nifti import is_nifti, read_nifti_series
 from convnest_viewer.io.raster import is_raster, read_raster_series
 from convnest_viewer.io.stacking import stack_volumes
+from convnest_viewer.io.window import Window
 from convnest_viewer.privacy import remember_patient
 
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class StudyPreview:
+    """One slice of a study still being indexed, decoded, to show until the whole study has loaded."""
+
+    series: Series  # the series of the one file read so far (one slice, or a file's frames)
+    index: int
+    values: np.ndarray
+    window: Window
+
+
+PreviewCallback = Callable[[StudyPreview], None]
 UNEXPECTED_ERROR = "unexpected error while reading"  # a reader raised what it should have turned into a reason
 
 
@@ -28,16 +44,22 @@ def load_study(
     paths: Iterable[str | os.PathLike],
     progress: ProgressCallback | None = None,
     cancelled: Callable[[], bool] | None = None,
+    preview: PreviewCallback | None = None,
 ) -> LoadResult:
-    """Load every image series found under the given folders, files and DICOMDIRs."""
+    """Load every image series found under the given folders, files and DICOMDIRs.
+
+    With `preview`, the middle file of the first folder is read first and one of its slices handed to
+    preview() before the other headers are read, so a viewer can show an image while a large folder indexes.
+    """
     files, skipped = find_files(paths)
     records: list[tuple[int, DicomRecord]] = []
     other_series: list[tuple[int, Series]] = []
     notes: list[FileNote] = []
+    read_early = _read_preview(files, preview) if preview is not None and len(files) > 1 else {}
     for done, (origin, path) in enumerate(files):
         if cancelled is not None and cancelled():
             break
-        item, file_notes = _read_one_with_notes(path)
+        item, file_notes = read_early.pop(done) if done in read_early else _read_one_with_notes(path)
         if not isinstance(item, Skipped):
             notes.extend(file_notes)
         if isinstance(item, Skipped):
@@ -58,6 +80,33 @@ def load_study(
     for entry in skipped:
         log.info("skipped %s: %s", entry.path, entry.reason)
     return result
+
+
+def _read_preview(files: list[tuple[int, Path]], preview: PreviewCallback) -> dict[int, tuple]:
+    """Read the middle file of the first folder, pass one uncompressed slice of it to preview(), and return
+    {its index in files: what reading it gave} so that it is not read twice."""
+    folder = files[0][1].parent
+    same_folder = [i for i, (_, path) in enumerate(files) if path.parent == folder]
+    chosen = same_folder[len(same_folder) // 2]
+    item, file_notes = _read_one_with_notes(files[chosen][1])
+    series = None
+    if isinstance(item, Series):
+        series = item
+    elif isinstance(item, DicomRecord):
+        remember_patient(item.patient)
+        built, _ = build_dicom_series([(0, item)])
+        series = built[0][1] if built else None
+    if series is not None and series.n_slices:
+        index = series.n_slices // 2
+        if not series.slice_ref(index).compressed:  # compressed data needs the decoder process: not worth a preview
+            try:
+                values = series.pixels(index)
+                window = series.window(index)
+            except Exception as exc:  # noqa: BLE001 - the full read reports this file; the preview is dropped
+                log.debug("no preview from %s: %s", files[chosen][1].name, type(exc).__name__)
+            else:
+                preview(StudyPreview(series, index, values, window))
+    return {chosen: (item, file_notes)}
 
 
 def find_files(paths: Iterable[str | os.PathLike]) -> tuple[list[tuple[int, Path]], list[Skipped]]:

@@ -38,6 +38,7 @@ class MainWindow(StudyOpeningMixin, DialogsMixin, QMainWindow):
 
     studyLoaded = Signal(object)  # LoadResult
     sliceShown = Signal(str, int, int)  # series key, volume, index
+    previewShown = Signal()  # a slice of a study still indexing is on screen
     overlayShown = Signal(object)  # HeatmapKey or None
     crashReported = Signal(str, str)  # crash report path, redacted one-line error (emitted from any thread)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QThread, Signal
 
-from convnest_viewer.io import LoadResult, Skipped, load_study
+from convnest_viewer.io import LoadResult, Skipped, StudyPreview, load_study
 from convnest_viewer.ui import settings as prefs
 
 
@@ -14,6 +14,7 @@ class StudyLoader(QThread):
     """Scans the given paths in a thread and emits the LoadResult."""
 
     progress = Signal(int, int)
+    preview = Signal(object)  # StudyPreview: one slice to show while the rest indexes
     loaded = Signal(object, object)  # LoadResult, the paths
 
     def __init__(self, paths: list[str], parent=None) -> None:
@@ -27,7 +28,8 @@ class StudyLoader(QThread):
 
     def run(self) -> None:  # noqa: D401 - Qt entry point
         try:
-            result = load_study(self.paths, progress=self.progress.emit, cancelled=lambda: self._cancelled)
+            result = load_study(self.paths, progress=self.progress.emit, cancelled=lambda: self._cancelled,
+                                preview=self.preview.emit)
         except Exception as exc:  # the loader reports bad files itself; this guards the unexpected
             result = LoadResult(skipped=[Skipped(Path(str(self.paths[0])), f"load failed: {type(exc).__name__}: {exc}")])
         if not self._cancelled:
@@ -50,6 +52,7 @@ class StudyOpeningMixin:
         self.progress.setRange(0, 0)
         self._loader = StudyLoader(paths, self)
         self._loader.progress.connect(self._scan_progress)
+        self._loader.preview.connect(self._show_preview)
         self._loader.loaded.connect(self._study_loaded)
         self._loader.start()
 
@@ -58,10 +61,25 @@ class StudyOpeningMixin:
         self.progress.setValue(done)
         self.progress.setFormat("reading headers %v/%m")
 
+    def _show_preview(self, preview: StudyPreview) -> None:
+        """Show a slice of the study being indexed while nothing else is on screen; the study replaces it."""
+        if self.state.series is not None or self._loader is None:
+            return  # an open study stays on screen (and in charge of the keys) until the new one has loaded
+        self.view.show_series(preview.series)
+        self.view.show_slice(preview.values, preview.window)
+        for corner in ("top_left", "top_right", "bottom_right"):
+            self.view.set_corner_text(corner, "")
+        self.view.set_corner_text("bottom_left", "Indexing the study… (a preview: no results yet)")
+        self.previewShown.emit()
+
     def _study_loaded(self, result: LoadResult, paths: list[str]) -> None:
         self._loader = None
         self.progress.setVisible(False)
         self.set_result(result)
+        if self.state.series is None:  # nothing opened: take down a preview
+            self.view.show_series(None)
+            for corner in ("top_left", "top_right", "bottom_left", "bottom_right"):
+                self.view.set_corner_text(corner, "")
         self.study_opened()
         if result.series:
             prefs.add_recent_study(self.settings, paths)
