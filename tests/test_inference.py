@@ -317,3 +317,35 @@ def test_classify_cli_errors(model_folder, tmp_path):
                              "--model", str(tampered)], capture_output=True, text=True)
     assert result.returncode == 3
     assert "sha256" in result.stderr and "refus" in result.stderr
+
+
+def test_the_histogram_percentile_equals_numpys_on_real_slices_and_edge_cases():
+    from convnest_viewer.inference.foreground import head_mask, uint8_percentile
+    from convnest_viewer.inference.preprocess import to_uint8
+
+    series = load_study([DICOM / "sagittal-mprage"]).series[0]
+    rng = np.random.default_rng(5)
+    images = [to_uint8(series.pixels(i), series.window(i)) for i in range(0, series.n_slices, 7)]
+    images += [rng.integers(0, 256, size, dtype=np.uint8) for size in (1, 2, 3, 17, 1000)]
+    images += [np.full(5, 200, np.uint8), np.array([0, 255], np.uint8)]
+    for image in images:
+        for values in (image, image[head_mask(image)] if image.ndim == 2 else image):
+            if values.size == 0:
+                continue
+            for q in (0, 1, 37.5, 50, 99, 99.5, 100):
+                assert uint8_percentile(values, q) == np.percentile(values, q), (values.shape, q)
+
+
+def test_one_head_mask_serves_the_gate_and_the_crop_with_the_same_results():
+    from convnest_viewer.inference.preprocess import to_uint8
+
+    classifier = Classifier(None, device="cpu")  # the bundled model, with its gate
+    series = load_study([DICOM / "sagittal-mprage"]).series[0]
+    positions = [(0, i) for i in (0, 8, 40, 96, 150, 180, 191)]
+    prepared, failed = classifier.prepare_slices(series, positions)
+    assert not failed and len(prepared) == len(positions)
+    for item in prepared:
+        values, window = series.pixels(item.index), series.window(item.index)
+        assert np.array_equal(item.model_input, preprocess(values, window, classifier.spec)[0])
+        assert item.blank == classifier.gate.blank_reason(to_uint8(values, window))
+    assert [item.blank is not None for item in prepared] == [False, True, False, False, False, True, False]

@@ -12,7 +12,8 @@ import torch
 
 from convnest_viewer.inference.card import GateSpec, ModelCard, ModelCardError, load_card
 from convnest_viewer.inference.factory import create_classifier
-from convnest_viewer.inference.preprocess import Letterbox, preprocess, to_uint8
+from convnest_viewer.inference.foreground import head_mask
+from convnest_viewer.inference.preprocess import Letterbox, preprocess, preprocess_image, to_uint8
 from convnest_viewer.inference.gate import Gate, GateDecision, image_statistics, stage_statistics
 from convnest_viewer.inference.weights import load_state_dict
 from convnest_viewer.io.model import Series
@@ -172,8 +173,10 @@ class Classifier:
             except PixelReadError as exc:
                 failed.append((volume, index, str(exc)))
                 continue
-            blank = self.gate.blank_reason(to_uint8(values, window)) if self.gate else None
-            prepared.append(SliceInput(volume, index, values, window, self.prepare(values, window)[0], blank))
+            image = to_uint8(values, window)
+            mask = head_mask(image)  # one mask for the gate's blank rule and the head crop
+            blank = self.gate.blank_reason(image, mask) if self.gate else None
+            prepared.append(SliceInput(volume, index, values, window, preprocess_image(image, self.spec, mask)[0], blank))
         return prepared, failed
 
     def assess_inputs(self, inputs: np.ndarray, blanks: Sequence[str | None] | None = None, batch_size: int = 16

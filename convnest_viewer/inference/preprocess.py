@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from convnest_viewer.inference.card import PreprocessSpec
-from convnest_viewer.inference.foreground import Box, head_box, head_mask
+from convnest_viewer.inference.foreground import Box, head_box, head_mask, uint8_percentile
 from convnest_viewer.io.window import Window
 from convnest_viewer.io.pixels import apply_window
 
@@ -70,14 +70,15 @@ def letterbox_uint8(image: np.ndarray, spec: PreprocessSpec) -> tuple[np.ndarray
     return canvas, geometry
 
 
-def crop_to_head(image: np.ndarray) -> tuple[np.ndarray, Box | None]:
-    """Return the 8-bit slice cut to the head's box, a dim head brightened, and the box (None: no head found)."""
-    mask = head_mask(image)
+def crop_to_head(image: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, Box | None]:
+    """Return the 8-bit slice cut to the head's box, a dim head brightened, and the box (None: no head found);
+    `mask` is the slice's head_mask when the caller has it already."""
+    mask = head_mask(image) if mask is None else mask
     box = head_box(mask)
     if box is None:
         return image, None
     cropped = image[box.slices]
-    top = float(np.percentile(image[mask], 99))
+    top = uint8_percentile(image[mask], 99)
     gain = min(MAX_GAIN, HEAD_TARGET / max(top, 1.0))
     if gain > 1.0:
         cropped = np.clip(np.rint(cropped.astype(np.float32) * np.float32(gain)), 0, 255).astype(np.uint8)
@@ -86,12 +87,17 @@ def crop_to_head(image: np.ndarray) -> tuple[np.ndarray, Box | None]:
 
 def model_uint8(values: np.ndarray, window: Window, spec: PreprocessSpec) -> tuple[np.ndarray, Letterbox]:
     """Return the 8-bit square model image of a slice and the geometry to undo the letterbox."""
-    image = to_uint8(values, window)
+    return model_uint8_from_image(to_uint8(values, window), spec)
+
+
+def model_uint8_from_image(image: np.ndarray, spec: PreprocessSpec, mask: np.ndarray | None = None
+                           ) -> tuple[np.ndarray, Letterbox]:
+    """Return the 8-bit square model image of an already windowed 8-bit slice (and its head mask, if known)."""
     if spec.version == "letterbox-v1":
         return letterbox_uint8(image, spec)
     if spec.version != "letterbox-v2":
         raise ValueError(f"unknown preprocessing version {spec.version!r}")
-    cropped, box = crop_to_head(image)
+    cropped, box = crop_to_head(image, mask)
     canvas, inner = letterbox_uint8(cropped, spec)
     geometry = Letterbox(image.shape[0], image.shape[1], spec.size, inner.top, inner.left, inner.height, inner.width, box)
     return canvas, geometry
@@ -108,7 +114,13 @@ def normalize_uint8(images, spec: PreprocessSpec):
 
 def preprocess(values: np.ndarray, window: Window, spec: PreprocessSpec) -> tuple[np.ndarray, Letterbox]:
     """Return the float32 (channels, size, size) model input of a slice and its letterbox."""
-    image, geometry = model_uint8(values, window, spec)
+    return preprocess_image(to_uint8(values, window), spec)
+
+
+def preprocess_image(image: np.ndarray, spec: PreprocessSpec, mask: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, Letterbox]:
+    """Return the float32 model input of an already windowed 8-bit slice (and its head mask, if known)."""
+    image, geometry = model_uint8_from_image(image, spec, mask)
     tensor = normalize_uint8(image, spec)[None]
     if spec.channels > 1:
         tensor = np.repeat(tensor, spec.channels, axis=0)
