@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -246,3 +247,28 @@ def test_the_cards_limitations_give_the_held_out_figures_and_leave_out_trained_v
     text = limitations(report)
     assert "held-out tcga-lgg gliomas (flair)" in text and "glioma 90%, meningioma 10%" in text
     assert "sagittal-mprage (t1) 75%" in text and "chris_t1" not in text
+
+
+def test_the_training_throughput_benchmark_measures_each_variant_on_a_recipe(small_pack, tmp_path, capsys):
+    import importlib.util
+    from dataclasses import asdict
+
+    from training.train import cpu_supports_bf16
+
+    spec = importlib.util.spec_from_file_location("training_throughput",
+                                                  Path(__file__).parent.parent / "benchmarks" / "training_throughput.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    _, pack = small_pack
+    recipe = tmp_path / "run_config.json"
+    recipe.write_text(json.dumps(asdict(_config(balance=False)), default=str))
+    out = tmp_path / "throughput.json"
+    assert module.main(["--run-config", str(recipe), "--data", str(pack), "--epochs", "2", "--epoch-images", "16",
+                        "--out", str(out)]) == 0
+    results = json.loads(out.read_text())["results"]
+    assert set(results) == ({"fp32", "bf16 autocast"} if cpu_supports_bf16() else {"fp32"})
+    assert all(row["median"] > 0 and row["n"] == 1 for row in results.values())
+    assert "| fp32 |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # a pack at another size than the recipe's is refused
+        recipe.write_text(json.dumps(asdict(_config(balance=False, size=SIZE * 2)), default=str))
+        module.main(["--run-config", str(recipe), "--data", str(pack), "--out", str(out)])
