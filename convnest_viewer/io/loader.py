@@ -37,6 +37,7 @@ class StudyPreview:
 
 
 PreviewCallback = Callable[[StudyPreview], None]
+
 UNEXPECTED_ERROR = "unexpected error while reading"  # a reader raised what it should have turned into a reason
 
 
