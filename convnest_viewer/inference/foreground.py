@@ -62,9 +62,11 @@ def uint8_percentile(values: np.ndarray, q: float) -> float:
     return high - difference * (1 - gamma) if gamma >= 0.5 else low + difference * gamma  # numpy's _lerp
 
 
-def head_share(image: np.ndarray) -> float:
-    """Return the share of the slice covered by the head (0 for a blank slice)."""
-    return float(head_mask(image).mean()) if image.size else 0.0
+def head_share(image: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Return the share of the slice covered by the head (0 for a blank slice); `mask`: its head_mask, if known."""
+    if not image.size:
+        return 0.0
+    return float((head_mask(image) if mask is None else mask).mean())
 
 
 def head_box(mask: np.ndarray) -> Box | None:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from convnest_viewer.inference.card import GateSpec, ModelCardError
-from convnest_viewer.inference.foreground import head_mask
+from convnest_viewer.inference.foreground import head_share
 
 BLANK_REASON = "blank or nearly empty slice"
 OUT_OF_DOMAIN_REASON = "unlike the brain MRI slices the model was trained on"
@@ -154,10 +154,7 @@ class Gate:
     def blank_reason(self, image_uint8: np.ndarray, mask: np.ndarray | None = None) -> str | None:
         """Return why an 8-bit windowed slice is blank, or None if it shows something (`mask`: its head_mask,
         when the caller has it)."""
-        if float(image_uint8.std()) < self.spec.min_contrast:
-            return BLANK_REASON
-        share = float((head_mask(image_uint8) if mask is None else mask).mean()) if image_uint8.size else 0.0
-        if share < self.spec.min_head_share:
+        if float(image_uint8.std()) < self.spec.min_contrast or head_share(image_uint8, mask) < self.spec.min_head_share:
             return BLANK_REASON
         return None
 
