@@ -17,14 +17,12 @@ LAYERCAM_STAGES = 3  # LayerCAM fuses the last three feature stages (at 128 px: 
 def explain(classifier: Classifier, values: np.ndarray, window: Window, method: str = "gradcam",
             target: int | str | None = None, shap_samples: int = 16, seed: int = 0) -> Heatmap:
     """Explain one slice for a class (default: the predicted one) with one of METHODS."""
-    if method not in METHODS:
-        raise ValueError(f"unknown explanation method {method!r}; choose one of {', '.join(METHODS)}")
-    model_input, geometry = classifier.prepare(values, window)
-    batch = torch.from_numpy(model_input[None]).to(classifier.device)
-    target_index = _target_index(classifier, batch, target)
     from convnest_viewer.inference.preprocess import unletterbox
 
-    values_map = input_map(classifier, batch, method, target_index, shap_samples, seed)
+    target_index = None if target is None else _target_index(classifier, target)
+    model_input, geometry = classifier.prepare(values, window)
+    batch = torch.from_numpy(model_input[None]).to(classifier.device)
+    values_map, target_index = _map_and_target(classifier, batch, method, target_index, shap_samples, seed)
     return Heatmap(_to_unit_range(unletterbox(values_map, geometry)), method, target_index,
                    classifier.class_ids[target_index])
 
@@ -32,18 +30,23 @@ def explain(classifier: Classifier, values: np.ndarray, window: Window, method: 
 def input_map(classifier: Classifier, batch: torch.Tensor, method: str, target_index: int, shap_samples: int = 16,
               seed: int = 0) -> np.ndarray:
     """Return one method's map of a one-slice batch on the model's input grid (not normalised)."""
+    return _map_and_target(classifier, batch, method, target_index, shap_samples, seed)[0]
+
+
+def _map_and_target(classifier: Classifier, batch: torch.Tensor, method: str, target: int | None, shap_samples: int,
+                    seed: int) -> tuple[np.ndarray, int]:
+    """Return a method's input-grid map and its class (None: the predicted one, from the CAMs' own forward pass)."""
     if method == "gradcam":
-        return _gradcam(classifier, batch, target_index)
+        return _gradcam(classifier, batch, target)
     if method == "layercam":
-        return _layercam(classifier, batch, target_index)
+        return _layercam(classifier, batch, target)
     if method == "shap":
-        return _gradient_shap(classifier, batch, target_index, shap_samples, seed)
+        target = int(classifier.logits(batch).argmax(dim=1)[0]) if target is None else target
+        return _gradient_shap(classifier, batch, target, shap_samples, seed), target
     raise ValueError(f"unknown explanation method {method!r}; choose one of {', '.join(METHODS)}")
 
 
-def _target_index(classifier: Classifier, batch: torch.Tensor, target: int | str | None) -> int:
-    if target is None:
-        return int(classifier.logits(batch).argmax(dim=1)[0])
+def _target_index(classifier: Classifier, target: int | str) -> int:
     if isinstance(target, str):
         if target not in classifier.class_ids:
             raise ValueError(f"unknown class {target!r}; the model's classes are {', '.join(classifier.class_ids)}")
@@ -53,36 +56,42 @@ def _target_index(classifier: Classifier, batch: torch.Tensor, target: int | str
     return int(target)
 
 
-def _gradcam(classifier: Classifier, batch: torch.Tensor, target: int) -> np.ndarray:
-    from captum.attr import LayerAttribution, LayerGradCam
-
-    model = classifier.model
-    gradcam = LayerGradCam(model, explain_layer(model))
-    with torch.enable_grad():
-        attribution = gradcam.attribute(batch.float(), target=target, relu_attributions=True)
-    size = batch.shape[-1]
-    upsampled = LayerAttribution.interpolate(attribution.detach(), (size, size), interpolate_mode="bilinear")
-    return upsampled[0].sum(dim=0).float().cpu().numpy()
-
-
-def _layercam(classifier: Classifier, batch: torch.Tensor, target: int) -> np.ndarray:
-    """LayerCAM (Jiang et al. 2021): positive gradients times activations per position, per stage, fused.
-
-    Each stage's map is scaled to its own maximum and upsampled to the input; the fusion is their mean, so the
-    finest stage sharpens what the coarse stages find.
-    """
-    model = classifier.model
-    stages = feature_stages(model)[-LAYERCAM_STAGES:]
+def _stage_gradients(classifier: Classifier, batch: torch.Tensor, stages: list, target: int | None
+                     ) -> tuple[list[torch.Tensor], tuple[torch.Tensor, ...], int]:
+    """Run one forward pass; return the stages' outputs, the target logit's gradients at them, and the target
+    (None: the predicted class). The backward pass stops at the earliest stage asked for."""
     activations: list[torch.Tensor] = []
     handles = [stage.register_forward_hook(lambda _m, _i, output: activations.append(output)) for stage in stages]
     try:
         with torch.enable_grad():
             inputs = batch.detach().float().clone().requires_grad_(True)
-            logits = model(inputs)
+            logits = classifier.model(inputs)
+            target = int(logits[0].argmax()) if target is None else target
             gradients = torch.autograd.grad(logits[0, target], activations)
     finally:
         for handle in handles:
             handle.remove()
+    return activations, gradients, target
+
+
+def _gradcam(classifier: Classifier, batch: torch.Tensor, target: int | None) -> tuple[np.ndarray, int]:
+    """Grad-CAM (Selvaraju et al. 2017) of the last stage: channels weighted by their mean gradient, rectified."""
+    [activation], [gradient], target = _stage_gradients(classifier, batch, [explain_layer(classifier.model)], target)
+    weights = gradient.mean(dim=(2, 3), keepdim=True)
+    cam = torch.relu((weights * activation).sum(dim=1, keepdim=True)).detach().float()
+    size = batch.shape[-1]
+    cam = torch.nn.functional.interpolate(cam, size=(size, size), mode="bilinear", align_corners=False)
+    return cam[0, 0].cpu().numpy(), target
+
+
+def _layercam(classifier: Classifier, batch: torch.Tensor, target: int | None) -> tuple[np.ndarray, int]:
+    """LayerCAM (Jiang et al. 2021): positive gradients times activations per position, per stage, fused.
+
+    Each stage's map is scaled to its own maximum and upsampled to the input; the fusion is their mean, so the
+    finest stage sharpens what the coarse stages find.
+    """
+    stages = feature_stages(classifier.model)[-LAYERCAM_STAGES:]
+    activations, gradients, target = _stage_gradients(classifier, batch, stages, target)
     size = batch.shape[-1]
     fused = np.zeros((size, size), np.float32)
     for activation, gradient in zip(activations, gradients):
@@ -91,7 +100,7 @@ def _layercam(classifier: Classifier, batch: torch.Tensor, target: int) -> np.nd
         top = float(cam.max())
         if top > 0:
             fused += (cam / top).cpu().numpy()
-    return fused / len(stages)
+    return fused / len(stages), target
 
 
 def _gradient_shap(classifier: Classifier, batch: torch.Tensor, target: int, samples: int, seed: int) -> np.ndarray:
