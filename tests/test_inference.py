@@ -20,6 +20,7 @@ from convnest_viewer.inference.factory import ARCHITECTURES, create_classifier, 
 from convnest_viewer.inference.preprocess import letterbox_geometry, preprocess, unletterbox
 from convnest_viewer.inference.weights import write_model_folder
 from convnest_viewer.io import load_study
+from convnest_viewer.io.window import Window
 from tests.paths import BRAIN_TUMOR_MRI, DICOM
 from tests.synthetic_blobs import WINDOW, blob_slice, train_blob_model
 
@@ -349,3 +350,29 @@ def test_one_head_mask_serves_the_gate_and_the_crop_with_the_same_results():
         assert np.array_equal(item.model_input, preprocess(values, window, classifier.spec)[0])
         assert item.blank == classifier.gate.blank_reason(to_uint8(values, window))
     assert [item.blank is not None for item in prepared] == [False, True, False, False, False, True, False]
+
+
+def test_the_8_bit_window_and_the_head_mask_keep_their_definitions_on_real_slices_and_damaged_values():
+    import cv2
+
+    from convnest_viewer.inference.foreground import MIN_COMPONENT_SHARE, head_mask
+    from convnest_viewer.inference.preprocess import to_uint8
+
+    damaged = np.array([[np.nan, np.inf, -np.inf, 1e30, -1e30, 0.0, 4.9, 5.0, 10.0, 7.5]], np.float32)
+    assert to_uint8(damaged, Window.from_range(0.0, 10.0)).tolist() == [[0, 255, 0, 255, 0, 0, 125, 128, 255, 191]]
+    assert to_uint8(np.arange(12, dtype=np.int16).reshape(3, 4), Window.from_range(2.0, 6.0)).tolist() == [
+        [0, 0, 0, 64], [128, 191, 255, 255], [255, 255, 255, 255]]
+    series = load_study([DICOM / "sagittal-mprage"]).series[0]
+    for index in range(0, series.n_slices, 19):
+        image = to_uint8(series.pixels(index), series.window(index))
+        mask = head_mask(image)
+        # the definition, written out with numpy: Otsu / 2 (floored at 5% of the 99.5th percentile), opened, and
+        # the components of at least MIN_COMPONENT_SHARE of the largest
+        otsu, _ = cv2.threshold(image, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        binary = (image > max(otsu * 0.5, 0.05 * np.percentile(image, 99.5))).astype(np.uint8)
+        radius = max(1, round(min(image.shape) / 128))
+        binary = cv2.morphologyEx(binary, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2))
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+        areas = stats[1:, cv2.CC_STAT_AREA]
+        expected = np.isin(labels, 1 + np.flatnonzero(areas >= MIN_COMPONENT_SHARE * areas.max())) if count > 1 else labels < 0
+        assert np.array_equal(mask, expected), index

@@ -34,7 +34,8 @@ def head_mask(image: np.ndarray) -> np.ndarray:
     threshold, _ = cv2.threshold(image, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     # Otsu on a dark, low-contrast slice can fall into the background noise; never below 5% of the slice's top
     floor = 0.05 * uint8_percentile(image, 99.5)
-    binary = (image > max(threshold * 0.5, floor)).astype(np.uint8)
+    # image > t as 0/1 (for 8-bit input cv2 compares with floor(t), the same test)
+    _, binary = cv2.threshold(image, max(threshold * 0.5, floor), 1, cv2.THRESH_BINARY)
     radius = max(1, round(min(image.shape) / 128))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
     binary = cv2.morphologyEx(binary, cv2.MORPH_OPEN, kernel)
@@ -66,13 +67,14 @@ def head_share(image: np.ndarray, mask: np.ndarray | None = None) -> float:
     """Return the share of the slice covered by the head (0 for a blank slice); `mask`: its head_mask, if known."""
     if not image.size:
         return 0.0
-    return float((head_mask(image) if mask is None else mask).mean())
+    mask = head_mask(image) if mask is None else mask
+    return np.count_nonzero(mask) / mask.size
 
 
 def head_box(mask: np.ndarray) -> Box | None:
     """Return the bounding box of a head mask with a small margin; None when there is too little head."""
     rows, columns = mask.shape[:2]
-    if mask.mean() < MIN_HEAD_SHARE:
+    if np.count_nonzero(mask) / mask.size < MIN_HEAD_SHARE:
         return None
     ys, xs = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
     top, bottom, left, right = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1

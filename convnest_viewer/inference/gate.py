@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -154,7 +155,8 @@ class Gate:
     def blank_reason(self, image_uint8: np.ndarray, mask: np.ndarray | None = None) -> str | None:
         """Return why an 8-bit windowed slice is blank, or None if it shows something (`mask`: its head_mask,
         when the caller has it)."""
-        if float(image_uint8.std()) < self.spec.min_contrast or head_share(image_uint8, mask) < self.spec.min_head_share:
+        contrast = float(cv2.meanStdDev(image_uint8)[1][0, 0]) if image_uint8.size else 0.0  # numpy's std, faster
+        if contrast < self.spec.min_contrast or head_share(image_uint8, mask) < self.spec.min_head_share:
             return BLANK_REASON
         return None
 

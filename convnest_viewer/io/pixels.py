@@ -207,6 +207,10 @@ def to_grayscale(array: np.ndarray) -> np.ndarray:
 
 def apply_window(values: np.ndarray, window: Window) -> np.ndarray:
     """Map values through a window to uint8 (low -> 0, high -> 255), clipping outside."""
-    scaled = (values.astype(np.float32) - np.float32(window.low)) * np.float32(255.0 / window.width)
-    scaled = np.nan_to_num(scaled, nan=0.0, posinf=255.0, neginf=0.0)  # nan voxels (float volumes) show black
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    scaled = np.subtract(values, np.float32(window.low), dtype=np.float32)
+    np.multiply(scaled, np.float32(255.0 / window.width), out=scaled)
+    np.rint(scaled, out=scaled)
+    np.clip(scaled, 0, 255, out=scaled)  # +-inf clip to 255 / 0
+    if np.isnan(scaled).any():
+        scaled[np.isnan(scaled)] = 0.0  # nan voxels (float volumes) show black
+    return scaled.astype(np.uint8)
