@@ -5,6 +5,7 @@ from __future__ import annotations
 from html import escape as html_escape
 
 from convnest_viewer.io import LoadResult, Series, Window
+from convnest_viewer.io.contrast import contrast_name
 from convnest_viewer.results import ResultStore
 
 CORNER_WIDTH = 30  # characters per corner line before it is cut with an ellipsis
@@ -24,7 +25,8 @@ def corner_texts(series: Series, index: int, volume: int, window: Window, show_i
         top_left = ["(patient identifiers hidden)"]
     top_left += [format_dicom_date(study.date), study.description]
     number = f"Se {series.number}" if series.number is not None else ""
-    top_right = [series.description, " · ".join(t for t in (series.modality, number, series.sequence) if t)]
+    contrast = contrast_name(series.contrast)
+    top_right = [series.description, " · ".join(t for t in (series.modality, number, contrast, series.sequence) if t)]
     volumes = f"  Vol {volume + 1}/{series.n_volumes}" if series.n_volumes > 1 else ""
     bottom_left = [f"Slice {index + 1}/{series.n_slices}{volumes}"]
     location = series.slice_location(index, volume)
@@ -57,7 +59,8 @@ def study_summary_html(result: LoadResult, store: ResultStore, model_id: str, ca
         if not store.series_finished(model_id, series):
             continue
         verdict = verdicts[series.key] = store.series_verdict(model_id, series.key, 0, series.n_slices,
-                                                              card.class_ids, card.no_finding_id)
+                                                              card.class_ids, card.no_finding_id, series.contrast,
+                                                              card.trained_contrasts)
         label = f"{series.number}: " if series.number is not None else ""
         line = html_escape(f"{label}{series.description or '(no description)'}: {verdict.text(names)}")
         if verdict.finding is not None:

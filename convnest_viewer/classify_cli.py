@@ -111,7 +111,8 @@ def _classify_series(classifier, series, path, args, bar, ordinal: int, store) -
     """Classify one series into the store; return its JSON entry and its verdict (built as the viewer does)."""
     from convnest_viewer.batch import classify_series, store_outcome
 
-    entry = {"uid": series.uid, "path": str(path), "description": series.description, "slices": []}
+    entry = {"uid": series.uid, "path": str(path), "description": series.description,
+             "contrast": series.contrast or None, "slices": []}
     model_id = classifier.weights_sha256
     for outcome in classify_series(classifier, series, args.batch_size, bar.update):
         store_outcome(store, model_id, series.key, outcome)
@@ -133,7 +134,7 @@ def _classify_series(classifier, series, path, args, bar, ordinal: int, store) -
             result["overlay"] = str(_write_overlay(classifier, series, outcome.prepared, args, ordinal))
         entry["slices"].append(result)
     verdict = store.series_verdict(model_id, series.key, 0, series.n_slices, classifier.class_ids,
-                                   classifier.card.no_finding_id)
+                                   classifier.card.no_finding_id, series.contrast, classifier.card.trained_contrasts)
     entry["verdict"] = verdict_json(verdict, classifier.card)
     return entry, verdict
 
@@ -146,6 +147,8 @@ def verdict_json(verdict, card) -> dict:
         finding = verdict.finding
         result.update({"type": finding.class_id, "first_slice": finding.first + 1, "last_slice": finding.last + 1,
                        "key_slice": finding.key_slice + 1, "confidence": round(finding.confidence, 4)})
+        if finding.type_note:
+            result.update({"type_called": finding.called, "type_note": finding.type_note})
     return result
 
 
@@ -175,12 +178,14 @@ def _safe(text: str) -> str:
 
 
 def _table(report: dict, classifier) -> str:
+    from convnest_viewer.io.contrast import contrast_name
     from convnest_viewer.text_table import format_table
 
     lines = [f"model {report['model']['name']} ({classifier.device_name})"]
     for series in report["series"]:
         lines.append("")
-        lines.append(f"{series['description'] or '(no description)'}  [{series['uid']}]")
+        contrast = f"  contrast {contrast_name(series['contrast'])}" if series["contrast"] else ""
+        lines.append(f"{series['description'] or '(no description)'}  [{series['uid']}]{contrast}")
         rows = []
         for item in series["slices"]:
             probs = item["probabilities"]

@@ -14,6 +14,7 @@ import numpy as np
 
 from convnest_viewer import __version__
 from convnest_viewer.inference.heatmap import METHOD_NAMES, Heatmap
+from convnest_viewer.io.contrast import contrast_name
 from convnest_viewer.io.model import Series
 from convnest_viewer.render import overlay_rgb, png_bytes
 from convnest_viewer.results import ResultStore, SeriesSummary
@@ -166,7 +167,7 @@ def _patient_html(series_list: Sequence[Series], include_identifiers: bool) -> s
 def series_report_verdict(series: Series, store: ResultStore, model_id: str, card):
     """Return the verdict of a series' reported volume from the stored results (unreadable slices left out)."""
     return store.series_verdict(model_id, series.key, _report_volume(series, store, model_id), series.n_slices,
-                                card.class_ids, card.no_finding_id)
+                                card.class_ids, card.no_finding_id, series.contrast, card.trained_contrasts)
 
 
 def _verdict_html(series_list: Sequence[Series], store: ResultStore, model_id: str, card) -> str:
@@ -190,7 +191,8 @@ def _series_html(series: Series, store: ResultStore, model_id: str, card, heatma
     summary = store.series_summary(model_id, series.key, volume, series.n_slices, class_ids, card.no_finding_id)
     withheld = store.not_assessed_mask(model_id, series.key, volume, series.n_slices)
     table = np.where(withheld[:, None], np.nan, table)  # no class where the gate withheld the answer
-    facts = [("Description", series.description), ("Modality", series.modality), ("Slices", series.n_slices)]
+    facts = [("Description", series.description), ("Modality", series.modality),
+             ("Contrast (read from its names)", contrast_name(series.contrast) or "unknown"), ("Slices", series.n_slices)]
     title = f"Series {series.number}" if series.number is not None else "Series"
     parts = [f"<section>\n<h2>{_e(title)}: {_e(series.description)}</h2>", _table(facts)]
     if series.is_multivolume:

@@ -108,8 +108,9 @@ class ResultStore:
         return mask
 
     def series_verdict(self, model_id: str, series_key: str, volume: int, n_slices: int, class_ids: Sequence[str],
-                       no_finding: str):
-        """Return a volume's verdict from the stored results (withheld and unreadable slices left out)."""
+                       no_finding: str, contrast: str = "", trained_contrasts=None):
+        """Return a volume's verdict from the stored results (withheld and unreadable slices left out; a type
+        the model never saw on the series' contrast reported as uncertain)."""
         from convnest_viewer.verdict import series_verdict
 
         table = self.series_probabilities(model_id, series_key, volume, n_slices, len(class_ids))
@@ -117,7 +118,7 @@ class ResultStore:
         for failed_volume, index in self.failures(model_id, series_key):
             if failed_volume == volume and index < n_slices:
                 left_out[index] = True  # unreadable: neither pending nor assessed
-        return series_verdict(table, class_ids, no_finding, left_out)
+        return series_verdict(table, class_ids, no_finding, left_out, contrast, trained_contrasts)
 
     def finished(self, model_id: str, series_key: str) -> set[tuple[int, int]]:
         """Return the (volume, index) pairs classified or failed: nothing more to try there."""

@@ -3,15 +3,19 @@
 Only slices the model's gate assessed count. A series reads "tumour" when at least `MIN_RUN` neighbouring
 assessed slices are called a tumour class; its finding is the run with the highest mean tumour probability
 (1 - p(no finding), the class the model card marks as such). The type is the run's majority class, or "type uncertain" when fewer than `MIN_TYPE_SHARE`
-of its slices agree. A study whose series disagree (one reads tumour, another no tumour) is "indeterminate".
+of its slices agree, or when the series' contrast (guessed from its names) is one the model never saw that type on
+(the card lists each class's trained contrasts). A study whose series disagree (one reads tumour, another no
+tumour) is "indeterminate".
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
+
+from convnest_viewer.io.contrast import contrast_name
 
 MIN_RUN = 3  # neighbouring assessed slices called a tumour before a series reads "tumour"
 MIN_TYPE_SHARE = 0.7  # of the run's slices that must agree on the tumour type
@@ -28,6 +32,8 @@ class Finding:
     slices: int  # assessed slices in the run
     confidence: float  # mean tumour probability over the run
     key_slice: int  # the run's most confident slice
+    called: str | None = None  # the run's majority type when class_id is None because of the contrast
+    type_note: str = ""  # why the type is uncertain when it is the contrast (unseen_contrast_note)
 
 
 @dataclass(frozen=True)
@@ -49,7 +55,10 @@ class SeriesVerdict:
         if self.label == "no tumour":
             return f"no tumour ({self.assessed} slices assessed, {self.confidence:.0%})"
         finding = self.finding
-        kind = display_names.get(finding.class_id, finding.class_id) if finding.class_id else "Tumour, type uncertain,"
+        if finding.class_id:
+            kind = display_names.get(finding.class_id, finding.class_id)
+        else:
+            kind = f"Tumour, type uncertain ({finding.type_note})," if finding.type_note else "Tumour, type uncertain,"
         return f"{kind} on slices {finding.first + 1}-{finding.last + 1} ({finding.confidence:.0%})"
 
 
@@ -75,9 +84,11 @@ class StudyVerdict:
 
 
 def series_verdict(probabilities: np.ndarray, class_ids: Sequence[str], no_finding: str,
-                   not_assessed: np.ndarray | None = None) -> SeriesVerdict:
+                   not_assessed: np.ndarray | None = None, contrast: str = "",
+                   trained_contrasts: Mapping[str, Sequence[str]] | None = None) -> SeriesVerdict:
     """Return one volume's verdict from its (n_slices, n_classes) probabilities (NaN rows: not classified);
-    no_finding is the id of the model's "nothing found" class (its card says which)."""
+    no_finding is the id of the model's "nothing found" class (its card says which); a type whose trained
+    contrasts (the card's) do not include the series' known contrast is reported as uncertain."""
     total = len(probabilities)
     withheld = np.zeros(total, bool) if not_assessed is None else np.asarray(not_assessed, bool)
     classified = ~np.isnan(probabilities).any(axis=1) if total else np.zeros(0, bool)
@@ -102,15 +113,27 @@ def series_verdict(probabilities: np.ndarray, class_ids: Sequence[str], no_findi
                              confidence=float(probabilities[rows, normal].mean()))
     start, stop = max(runs, key=lambda run: tumour_probability[run[0]:run[1]].mean())
     classes, counts = np.unique(predicted[start:stop], return_counts=True)
-    majority = classes[int(np.argmax(counts))]
+    majority = class_ids[int(classes[int(np.argmax(counts))])]
     confident_type = counts.max() / (stop - start) >= MIN_TYPE_SHARE
+    note = unseen_contrast_note(majority, contrast, trained_contrasts or {}) if confident_type else ""
     finding = Finding(
-        class_id=class_ids[int(majority)] if confident_type else None,
+        class_id=majority if confident_type and not note else None,
         first=int(rows[start]), last=int(rows[stop - 1]), slices=stop - start,
         confidence=float(tumour_probability[start:stop].mean()),
         key_slice=int(rows[start + int(np.argmax(tumour_probability[start:stop]))]),
+        called=majority if note else None, type_note=note,
     )
     return SeriesVerdict("tumour", finding, len(rows), total, finding.confidence)
+
+
+def unseen_contrast_note(class_id: str, contrast: str, trained_contrasts: Mapping[str, Sequence[str]]) -> str:
+    """Return why a type cannot be trusted on this contrast ("meningioma? known only on T1c, this series is FLAIR"),
+    or "" when the contrast is unknown, unrecorded for the type, or one the model was trained on with it."""
+    trained = trained_contrasts.get(class_id)
+    if not contrast or not trained or contrast in trained:
+        return ""
+    names = "/".join(contrast_name(c) or c for c in trained)
+    return f"{class_id}? known only on {names}, this series is {contrast_name(contrast) or contrast}"
 
 
 def study_verdict(verdicts: dict[str, SeriesVerdict]) -> StudyVerdict:

@@ -116,6 +116,15 @@ def test_the_packed_dataset_never_splits_a_patient(small_multi_pack):
     assert set(data.sequence) >= {"t1", "flair", "t1c", ""} and set(data.institution) >= {"CS", "DU", "HT"}
 
 
+def test_the_card_learns_each_tumour_types_trained_contrasts_from_the_pack(small_multi_pack):
+    from training.export import trained_contrasts
+
+    found = trained_contrasts(small_multi_pack, min_slices=1)
+    # tcga-lgg and brats gliomas on three contrasts; brain-tumor-mri's tumours (no sequence recorded) are T1c
+    assert found == {"glioma": ["flair", "t1", "t1c"], "meningioma": ["t1c"], "pituitary": ["t1c"]}
+    assert "meningioma" not in trained_contrasts(small_multi_pack), "a handful of slices is not trained on"
+
+
 def test_balanced_sampling_gives_each_source_its_share_and_classes_equal_shares(small_multi_pack):
     data = small_multi_pack
     config = TrainConfig(size=64, source_weights="brain-tumor-mri:0.5,tcga-lgg:0.3,brats2013-hgg:0.2")

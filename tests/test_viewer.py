@@ -426,6 +426,7 @@ def test_a_large_folder_shows_a_preview_slice_while_it_indexes_and_then_the_stud
     assert order[0][1] == (result.series[0].rows, result.series[0].columns)
     assert "Indexing" in order[0][2]
     assert window.view.corner_text("bottom_left").startswith("Slice 97/192"), "the study replaces the preview"
+    assert "MR · Se 5 · T1 · *tfl3d1_16ns" in window.view.corner_text("top_right"), "the contrast read from its names"
     order.clear()
     _open(qtbot, window, DICOM / "ge-epi-4d")  # a study on screen stays until the next one has loaded
     assert [event[0] for event in order] == ["loaded"]

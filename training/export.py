@@ -39,11 +39,39 @@ def export_run(run_dir: Path, report_path: Path, name: str, dest: Path, make_def
         "ece": "expected calibration error (15 bins) after temperature scaling fitted on validation",
     }
     card.limitations = limitations(report)
+    if data is not None:
+        contrasts = trained_contrasts(data)
+        for info in card.classes:
+            info.contrasts = [] if info.no_finding else contrasts.get(info.id, [])
     folder = Path(dest) / name
     write_model_folder(trainer.final_model.cpu(), card, folder)
     if make_default:
         (Path(dest) / DEFAULT_MODEL_FILE).write_text(name + "\n")
     return folder
+
+
+def trained_contrasts(data, min_slices: int = 0) -> dict[str, list[str]]:
+    """Return per tumour class the contrasts of its training-side slices (all but test splits), sorted, where at
+    least min_slices (default MIN_CONTRAST_SLICES) show it; a slice without a recorded sequence takes its source's
+    (SOURCE_CONTRASTS)."""
+    from collections import Counter
+
+    from convnest_viewer.inference.card import CLASS_IDS, NO_FINDING
+
+    counts = Counter()
+    for label, source, sequence, split in zip(data.labels, data.source, data.sequence, data.split):
+        contrast = str(sequence) or SOURCE_CONTRASTS.get(str(source), "")
+        if contrast and split != "test" and CLASS_IDS[int(label)] != NO_FINDING:
+            counts[CLASS_IDS[int(label)], contrast] += 1
+    found: dict[str, list[str]] = {}
+    for (class_id, contrast), count in sorted(counts.items()):
+        if count >= (min_slices or MIN_CONTRAST_SLICES):
+            found.setdefault(class_id, []).append(contrast)
+    return found
+
+
+SOURCE_CONTRASTS = {"brain-tumor-mri": "t1c"}  # its tumour slices are figshare's T1 post-contrast images
+MIN_CONTRAST_SLICES = 20  # fewer slices of a class on a contrast do not count as trained on it
 
 
 def limitations(report: dict) -> str:

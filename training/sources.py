@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from convnest_viewer.inference.card import CLASS_IDS
+from convnest_viewer.io.contrast import guess_contrast
 from convnest_viewer.inference.foreground import MIN_HEAD_SHARE, head_mask, head_share
 from convnest_viewer.io.pixels import apply_window, percentile_window
 from training.data import ImageRecord, list_dataset
@@ -205,7 +206,7 @@ def list_healthy_volume(path: Path) -> SourceListing:
     except (OSError, ValueError) as exc:
         raise ValueError(f"{path}: not a readable healthy head volume: {exc}") from exc
     case = path.name.split(".")[0] if path.is_file() else f"{path.parent.name}_{path.name}"
-    sequence = sequence_from_name(case)
+    sequence = guess_contrast(case)  # the app's rule, from the file or folder name
     for plane in planes:
         count = plane_length(volume.shape, plane)
         taken = range(0, count, slice_stride(path, plane, VOLUME_STRIDE))
@@ -221,12 +222,3 @@ def list_healthy_volume(path: Path) -> SourceListing:
             listing.records.append(ImageRecord(path, NOTUMOR, "", listing.source, case, "", sequence, plane, i, count))
     listing.left_out.update({f"{plane} plane not sampled finely enough": 1 for plane in PLANES if plane not in planes})
     return listing
-
-
-def sequence_from_name(name: str) -> str:
-    """Return the sequence a file or series name states (t1c, t1, t2, flair, pd; t1w counts as t1), else ""."""
-    words = re.split(r"[^a-z0-9]+", name.lower())
-    for sequence in ("t1c", "t1", "t2", "flair", "pd"):
-        if sequence in words or (sequence in ("t1", "t2") and f"{sequence}w" in words):
-            return sequence
-    return ""

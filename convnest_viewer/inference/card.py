@@ -24,12 +24,13 @@ class ModelCardError(RuntimeError):
 @dataclass
 class ClassInfo:
     """One output class: its id (the dataset's folder name), the name shown to people, whether it means
-    "nothing found" (exactly one class of a card does), and its display colour."""
+    "nothing found" (exactly one class of a card does), its display colour, and the contrasts it was trained on."""
 
     id: str
     display: str
     no_finding: bool = False
     colour: str = ""  # "#rrggbb"; "" lets the viewer pick one
+    contrasts: list[str] = field(default_factory=list)  # e.g. ["t1c"]; empty: not recorded (no type rule)
 
 
 @dataclass
@@ -114,6 +115,11 @@ class ModelCard:
     def no_finding_id(self) -> str:
         """Return the id of the class that means "nothing found" (load_card makes sure there is one)."""
         return next(c.id for c in self.classes if c.no_finding)
+
+    @property
+    def trained_contrasts(self) -> dict[str, tuple[str, ...]]:
+        """Return each tumour class's trained contrasts, for the classes whose card records them."""
+        return {c.id: tuple(c.contrasts) for c in self.classes if c.contrasts and not c.no_finding}
 
     @property
     def colours(self) -> list[str]:

@@ -17,6 +17,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder
 
+from convnest_viewer.io.contrast import guess_contrast
 from convnest_viewer.io.limits import dicom_size_problem
 from convnest_viewer.io.model import PatientInfo, SliceRef, Skipped, StudyInfo
 from convnest_viewer.io.window import Window
@@ -53,6 +54,7 @@ class DicomRecord:
     description: str
     modality: str
     sequence: str
+    contrast: str  # guessed from the names: "t1", "t1c", "flair", ... or ""
     rows: int
     columns: int
     pixel_spacing: tuple[float, float] | None
@@ -146,6 +148,9 @@ def _record_from_dataset(path: Path, ds: Dataset) -> DicomRecord | Skipped:
         description=str(_get(ds, "SeriesDescription", "") or _get(ds, "ProtocolName", "") or ""),
         modality=modality,
         sequence=_sequence_name(ds),
+        contrast=guess_contrast(str(_get(ds, "SeriesDescription", "") or ""), str(_get(ds, "ProtocolName", "") or ""),
+                                sequence_name=_sequence_name(ds),
+                                contrast_agent=bool(str(_get(ds, "ContrastBolusAgent", "") or "").strip())),
         rows=rows,
         columns=columns,
         pixel_spacing=spacing,

@@ -199,6 +199,7 @@ def build_dicom_series(records: Sequence[tuple[int, DicomRecord]]) -> tuple[list
             modality=first.modality,
             number=first.series_number,
             sequence=first.sequence,
+            contrast=first.contrast,
             pixel_spacing=first.pixel_spacing,
             slice_thickness=first.slice_thickness,
             orientation=first.orientation,

@@ -93,6 +93,7 @@ class Series:
     modality: str = ""
     number: int | None = None
     sequence: str = ""
+    contrast: str = ""  # guessed from its names (convnest_viewer.io.contrast): "t1", "t1c", "flair", ... or ""
     pixel_spacing: tuple[float, float] | None = None  # (row spacing, column spacing), mm
     slice_thickness: float | None = None
     orientation: tuple[float, float, float, float, float, float] | None = None

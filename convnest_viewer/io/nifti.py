@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from convnest_viewer.io.contrast import guess_contrast
 from convnest_viewer.io.limits import volume_size_problem
 from convnest_viewer.io.native_output import captured_stderr, last_line
 from convnest_viewer.io.model import Series, SliceRef, Skipped, StudyInfo
@@ -67,6 +68,7 @@ def read_nifti_series(path: Path) -> Series | Skipped:
         columns=int(size[0]),
         study=StudyInfo(uid=f"file:{path.parent}", description=path.parent.name),
         description=path.name,
+        contrast=guess_contrast(path.name),
         modality="MR",
         pixel_spacing=(float(spacing[1]), float(spacing[0])),
         slice_thickness=float(spacing[2]) if dimension >= 3 else None,

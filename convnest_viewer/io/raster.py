@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+from convnest_viewer.io.contrast import guess_contrast
 from convnest_viewer.io.limits import image_size_problem
 from convnest_viewer.io.native_output import captured_stderr
 from convnest_viewer.io.model import Series, SliceRef, Skipped, StudyInfo
@@ -50,6 +51,7 @@ def read_raster_series(path: Path) -> Series | Skipped:
         columns=int(columns),
         study=StudyInfo(uid=f"file:{path.parent}", description=path.parent.name),
         description=path.name,
+        contrast=guess_contrast(path.name),
         modality="OT",
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from html import escape
 
 from convnest_viewer.inference.card import ModelCard
+from convnest_viewer.io.contrast import contrast_name
 from convnest_viewer.inference.heatmap import BASELINE_NAME, METHOD_NAMES, RANDOMISED_SPEARMAN_LIMIT
 
 _SECTIONS = (("official_test", "brain-tumor-mri official test"), ("leakage_free_test", "brain-tumor-mri leakage-free test"),
@@ -97,7 +98,7 @@ def model_card_html(card: ModelCard, model_id: str, device_name: str) -> str:
     config = training.get("config", {})
     trained = (f"{training.get('epochs_completed', '?')} epochs on {escape(str(training.get('device', '?')))}, "
                f"{training.get('train_images', '?')} training images") if training else "not recorded"
-    classes = ", ".join(f"{escape(c.display)} (<code>{escape(c.id)}</code>)" for c in card.classes)
+    classes = ", ".join(f"{escape(c.display)} (<code>{escape(c.id)}</code>{_trained_on(c.contrasts)})" for c in card.classes)
     return (f"<h3>{escape(card.name)}</h3>"
             f"<p><b>Architecture:</b> {escape(card.architecture)}, input {card.preprocessing.size} px × "
             f"{card.preprocessing.channels} channel(s), preprocessing {escape(card.preprocessing.version)}<br>"
@@ -106,3 +107,8 @@ def model_card_html(card: ModelCard, model_id: str, device_name: str) -> str:
             f"<b>Training:</b> {trained}{', ' + escape(str(config.get('optimizer', ''))) if config else ''}<br>"
             f"<b>Running on:</b> {escape(device_name)}</p>{table}{_scan_tables(card)}{_gate_html(card)}{_heatmap_html(card)}"
             f"{'<p>' + escape(card.limitations) + '</p>' if card.limitations else ''}<p><i>{escape(card.intended_use)}</i></p>")
+
+
+def _trained_on(contrasts: list[str]) -> str:
+    """Return "; trained on T1c" for a class's recorded contrasts, or "" when none are recorded."""
+    return f"; trained on {escape('/'.join(contrast_name(c) or c for c in contrasts))}" if contrasts else ""
