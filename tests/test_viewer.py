@@ -239,12 +239,12 @@ def test_the_whole_study_is_classified_in_the_background_and_summarised(qtbot, w
     qtbot.waitUntil(lambda: "2 of 2 series classified" in window.panel.study_summary.text(), timeout=TIMEOUT_MS)
     item_text = window.browser.item_text(second.key)
     assert "→ " in item_text and "slices" in item_text
-    table = window.store.series_probabilities(window.state.model_id, second.key, 0, second.n_slices, 4)
-    from convnest_viewer.results import summarize
-
-    summary = summarize(table, window.state.class_ids, window.state.card.no_finding_id)
-    assert summary.classified == second.n_slices
-    assert summary.short(window.state.display_names) in item_text
+    card = window.state.card
+    verdict = window.store.series_verdict(window.state.model_id, second.key, 0, second.n_slices, card.class_ids,
+                                          card.no_finding_id, second.contrast, card.trained_contrasts)
+    assert verdict.label in ("tumour", "no tumour"), "a finished series gets its verdict in the series list"
+    assert item_text.endswith("→ " + verdict.text(window.state.display_names))
+    assert verdict.text(window.state.display_names) in window.panel.study_summary.text().replace("&nbsp;", " ")
 
 
 def test_files_read_with_a_note_are_listed_beside_the_skipped_ones(qtbot, window, tmp_path):

@@ -208,8 +208,9 @@ class MainWindow(StudyOpeningMixin, DialogsMixin, QMainWindow):
         series = self.state.result.find(key)
         card = self.state.card
         if series is not None and card is not None:
-            summary = self.store.series_summary(self.state.model_id, key, 0, series.n_slices, card.class_ids, card.no_finding_id)
-            self.browser.set_finding(key, summary.short(self.state.display_names))
+            verdict = self.store.series_verdict(self.state.model_id, key, 0, series.n_slices, card.class_ids,
+                                                card.no_finding_id, series.contrast, card.trained_contrasts)
+            self.browser.set_finding(key, verdict.text(self.state.display_names))  # the same words as the study's
             self.panel.set_study_summary(study_summary_html(self.state.result, self.store, self.state.model_id, card))
 
     def _not_assessed_reason(self, volume: int, index: int) -> str | None:
