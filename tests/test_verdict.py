@@ -118,7 +118,7 @@ def test_a_held_out_brats_volume_reads_tumour_through_the_cli_with_a_study_verdi
         assert verdict["type_called"] in ("meningioma", "pituitary") and "T1c" in verdict["type_note"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11: the bundled model (v5) still calls a run of 13 neighbouring "
+@pytest.mark.xfail(strict=True, reason="issue 11: the bundled model (v6) still calls a run of 13 neighbouring "
                                       "slices of this healthy head glioma")
 def test_a_healthy_head_reads_no_tumour(classifier):
     assert _verdict(classifier, [DICOM / "sagittal-mprage"]).label == "no tumour"

@@ -319,7 +319,11 @@ class MainWindow(StudyOpeningMixin, DialogsMixin, QMainWindow):
 
     def _refresh_series_plot(self) -> None:
         state = self.state
-        if state.series is None or not state.class_ids:
+        if state.series is None:
+            return
+        if not state.class_ids:  # no model yet: the axis already spans the series, the marker on its slice
+            self.panel.set_slice_count(state.series.n_slices)
+            self.panel.set_current(state.index)
             return
         n_slices = state.series.n_slices
         table = self.store.series_probabilities(state.model_id, state.series.key, state.volume, n_slices, len(state.class_ids))

@@ -46,6 +46,9 @@ class ProbabilityPanel(QWidget):
         self.plot = pg.PlotWidget(background="w")
         self.plot.setMinimumHeight(170)
         self.plot.setYRange(0, 1, padding=0.02)
+        self.plot.setXRange(0.5, 1.5, padding=0)  # until a series is shown (no "-400..400" empty axis)
+        for axis in ("bottom", "left"):
+            self.plot.getAxis(axis).enableAutoSIPrefix(False)  # slice numbers, not "slice (x0.001)"
         self.plot.setLabel("bottom", "slice")
         self.plot.setLabel("left", "probability")
         self.plot.setMouseEnabled(x=False, y=False)
@@ -160,13 +163,17 @@ class ProbabilityPanel(QWidget):
             neighbours = np.append(np.diff(xs) == 1, False)  # the curve breaks across withheld or pending slices
             curve.setData(xs, column[done], connect=neighbours)
         self.withheld.setOpts(x=x[withheld], height=np.ones(int(withheld.sum())), width=1.0)
-        self.plot.setXRange(0.5, max(len(table), 1) + 0.5, padding=0)
+        self.set_slice_count(len(table))
         self.set_current(current_index)
         self.summary.setText(self._summary_html(table, failed, withheld))
 
     def set_study_summary(self, html: str) -> None:
         """Show the findings of every classified series of the study."""
         self.study_summary.setText(html)
+
+    def set_slice_count(self, n_slices: int) -> None:
+        """Span the strip plot's slice axis over a series of n_slices (before or with its results)."""
+        self.plot.setXRange(0.5, max(n_slices, 1) + 0.5, padding=0)
 
     def set_current(self, index: int) -> None:
         """Move the strip plot's marker to a slice."""
