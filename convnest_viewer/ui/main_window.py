@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from convnest_viewer.viewer_state import ModelInfo, ViewerState
 __all__ = ["DISCLAIMER", "MainWindow"]
 
 HEATMAP_DELAY_MS = 150  # a heatmap is asked for once the slice has stayed this long
+PANEL_INTERVAL_MS = 40  # while scrolling, the model panel (bars, plot marker) follows at most this often
 
 
 class MainWindow(StudyOpeningMixin, DialogsMixin, QMainWindow):
@@ -73,6 +75,11 @@ class MainWindow(StudyOpeningMixin, DialogsMixin, QMainWindow):
         self._heatmap_timer.setSingleShot(True)
         self._heatmap_timer.setInterval(HEATMAP_DELAY_MS)
         self._heatmap_timer.timeout.connect(self._request_heatmap)
+        self._panel_timer = QTimer(self)
+        self._panel_timer.setSingleShot(True)
+        self._panel_timer.setInterval(PANEL_INTERVAL_MS)
+        self._panel_timer.timeout.connect(self._show_panel_slice)
+        self._panel_shown_at = 0.0
         self._connect_state()
         self.worker: InferenceWorker | None = None
         self.session: InferenceSession | None = None
@@ -306,15 +313,33 @@ class MainWindow(StudyOpeningMixin, DialogsMixin, QMainWindow):
             self.view.show_slice(values, state.window)
         if self.session is not None:
             self.session.set_focus(index, state.volume)
-        self.panel.set_current(index)
-        self._show_current_results()
+        self._follow_in_panel()
+        self._update_overlay()
         self._update_corner_text()
         self.sliceShown.emit(series.key, state.volume, index)
 
-    def _show_current_results(self) -> None:
+    def _follow_in_panel(self) -> None:
+        """Show the slice in the model panel now, or, within PANEL_INTERVAL_MS of the last time, once that has
+        passed: a fast scroll repaints the panel's bars and plot a few times a second, not on every slice."""
+        if self._panel_timer.isActive():
+            return
+        if (time.monotonic() - self._panel_shown_at) * 1000 >= PANEL_INTERVAL_MS:
+            self._show_panel_slice()
+        else:
+            self._panel_timer.start()
+
+    def _show_panel_slice(self) -> None:
+        """Show the current slice's probabilities (or why it was not assessed) and its place in the strip plot."""
+        self._panel_shown_at = time.monotonic()
         state = self.state
+        if state.series is None:
+            return
+        self.panel.set_current(state.index)
         probabilities = self.store.probabilities(state.model_id, state.series.key, state.volume, state.index) if state.model_id else None
         self.panel.show_slice(probabilities, self._not_assessed_reason(state.volume, state.index))
+
+    def _show_current_results(self) -> None:
+        self._show_panel_slice()
         self._update_overlay()
 
     def _refresh_series_plot(self) -> None:
