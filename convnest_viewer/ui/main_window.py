@@ -11,12 +11,12 @@ from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QMainWindow, QProg
 
 from convnest_viewer import __version__
 from convnest_viewer.annotations import corner_texts, study_summary_html
-from convnest_viewer.inference.heatmap import METHOD_NAMES
 from convnest_viewer.io import LoadResult, PixelReadError, Series, Window, percentile_window
-from convnest_viewer.results import HeatmapKey, ResultStore
+from convnest_viewer.results import ResultStore
 from convnest_viewer.session import InferenceSession
 from convnest_viewer.ui import settings as prefs
 from convnest_viewer.ui.dialogs import DialogsMixin
+from convnest_viewer.ui.overlay_control import OverlayMixin
 from convnest_viewer.ui.inference_worker import InferenceWorker
 from convnest_viewer.ui.model_dock import DISCLAIMER, ModelDock
 from convnest_viewer.ui.series_browser import SeriesBrowser
@@ -31,7 +31,7 @@ HEATMAP_DELAY_MS = 150  # a heatmap is asked for once the slice has stayed this 
 PANEL_INTERVAL_MS = 40  # while scrolling, the model panel (bars, plot marker) follows at most this often
 
 
-class MainWindow(StudyOpeningMixin, DialogsMixin, QMainWindow):
+class MainWindow(StudyOpeningMixin, DialogsMixin, OverlayMixin, QMainWindow):
     """The viewer: open a study, scroll its slices, see the model's opinion and evidence.
 
     `state` holds what is shown (Qt-free); widgets write user actions into it and redraw from its events.
@@ -245,24 +245,6 @@ class MainWindow(StudyOpeningMixin, DialogsMixin, QMainWindow):
         self.progress.setValue(done)
         self.progress.setFormat("classifying %v/%m")
 
-    def _heatmap_ready(self, key: HeatmapKey, heatmap) -> None:
-        if self.state.heatmap_key(self.store) == key:
-            self.view.set_overlay(heatmap.values)
-            self.model_dock.overlay_status.setText(self._overlay_text(key))
-            self.overlayShown.emit(key)
-
-    def _overlay_text(self, key: HeatmapKey) -> str:
-        card = self.state.card
-        text = f"{METHOD_NAMES[key.method]} for {card.classes[key.target_index].display}"
-        if key.method == "gradcam":
-            cells = max(1, card.preprocessing.size // 32)
-            text += f" (coarse: {cells}×{cells} grid)"
-        return text
-
-    def _heatmap_failed(self, message: str) -> None:
-        self.model_dock.overlay_status.setText("Heatmap failed")
-        self.statusBar().showMessage(f"Heatmap failed: {message.splitlines()[0]}", 10000)
-
     def set_result(self, result: LoadResult) -> None:
         """Show a load result; one without images is reported and leaves the open study as it was."""
         if not self.state.set_result(result):
@@ -372,34 +354,6 @@ class MainWindow(StudyOpeningMixin, DialogsMixin, QMainWindow):
         else:
             window = Window.from_range(float(np.nanmin(values)), float(np.nanmax(values)))
         state.set_window(window)
-
-    # --- overlays ---------------------------------------------------------------------------------
-    def _update_overlay(self) -> None:
-        state, status = self.state, self.model_dock.overlay_status
-        if state.overlay_mode == "none" or state.series is None or not state.model_id or self.session is None:
-            self.view.clear_overlay()
-            status.setText("" if state.overlay_mode == "none" else "waiting for the model…")
-            self.overlayShown.emit(None)
-            return
-        key = state.heatmap_key(self.store)
-        cached = self.store.heatmap(key) if key else None
-        if cached is not None:
-            self.view.set_overlay(cached.values)
-            status.setText(self._overlay_text(key))
-            self.overlayShown.emit(key)
-            return
-        self.view.clear_overlay()
-        if key is None:
-            status.setText("waiting for the slice's prediction…")
-            return
-        status.setText(f"computing {METHOD_NAMES[state.overlay_mode]}…")
-        self._heatmap_timer.start()  # asked once the slice stays: scrolling past slices computes no maps
-
-    def _request_heatmap(self) -> None:
-        state = self.state
-        key = state.heatmap_key(self.store)
-        if key is not None and self.session is not None and self.store.heatmap(key) is None:
-            self.session.request_heatmap(state.series, state.volume, state.index, state.overlay_mode, key.target_index)
 
     # --- annotations ----------------------------------------------------------------------------
     def _identifiers_changed(self, show: bool) -> None:
