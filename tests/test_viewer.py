@@ -244,6 +244,8 @@ def test_the_whole_study_is_classified_in_the_background_and_summarised(qtbot, w
                                           card.no_finding_id, second.contrast, card.trained_contrasts)
     assert verdict.label in ("tumour", "no tumour"), "a finished series gets its verdict in the series list"
     assert item_text.endswith("→ " + verdict.text(window.state.display_names))
+    tooltip = window.browser.item_tooltip(second.key)  # the panel may cut the line; its tooltip never does
+    assert f"→ {verdict.text(window.state.display_names)}\nSeries UID {second.uid}" in tooltip
     assert verdict.text(window.state.display_names) in window.panel.study_summary.text().replace("&nbsp;", " ")
 
 

@@ -114,6 +114,8 @@ class SeriesBrowser(QWidget):
         series = self._series.get(key)
         if item is not None and series is not None:
             item.setText(0, f"{series_label(series)}\n→ {text}")
+            # the panel cuts a long finding at its width; the tooltip holds it whole
+            item.setToolTip(0, f"{series.description or '(no description)'}\n→ {text}\nSeries UID {series.uid}")
 
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
@@ -131,6 +133,11 @@ class SeriesBrowser(QWidget):
         """Return the text of a series' entry in the tree (its label and the model's finding), "" if unknown."""
         item = self._items.get(key)
         return item.text(0) if item is not None else ""
+
+    def item_tooltip(self, key: str) -> str:
+        """Return the tooltip of a series' entry in the tree (its whole finding once classified), "" if unknown."""
+        item = self._items.get(key)
+        return item.toolTip(0) if item is not None else ""
 
     def select(self, key: str) -> None:
         """Select a series by key (emits seriesSelected)."""
