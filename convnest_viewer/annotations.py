@@ -58,9 +58,7 @@ def study_summary_html(result: LoadResult, store: ResultStore, model_id: str, ca
     for series in result.series:
         if not store.series_finished(model_id, series):
             continue
-        verdict = verdicts[series.key] = store.series_verdict(model_id, series.key, 0, series.n_slices,
-                                                              card.class_ids, card.no_finding_id, series.contrast,
-                                                              card.trained_contrasts)
+        verdict = verdicts[series.key] = store.series_verdict(model_id, series, card)
         label = f"{series.number}: " if series.number is not None else ""
         line = html_escape(f"{label}{series.description or '(no description)'}: {verdict.text(names)}")
         if verdict.finding is not None:

@@ -133,8 +133,7 @@ def _classify_series(classifier, series, path, args, bar, ordinal: int, store) -
         if args.explain:
             result["overlay"] = str(_write_overlay(classifier, series, outcome.prepared, args, ordinal))
         entry["slices"].append(result)
-    verdict = store.series_verdict(model_id, series.key, 0, series.n_slices, classifier.class_ids,
-                                   classifier.card.no_finding_id, series.contrast, classifier.card.trained_contrasts)
+    verdict = store.series_verdict(model_id, series, classifier.card)
     entry["verdict"] = verdict_json(verdict, classifier.card)
     return entry, verdict
 

@@ -166,8 +166,7 @@ def _patient_html(series_list: Sequence[Series], include_identifiers: bool) -> s
 
 def series_report_verdict(series: Series, store: ResultStore, model_id: str, card):
     """Return the verdict of a series' reported volume from the stored results (unreadable slices left out)."""
-    return store.series_verdict(model_id, series.key, _report_volume(series, store, model_id), series.n_slices,
-                                card.class_ids, card.no_finding_id, series.contrast, card.trained_contrasts)
+    return store.series_verdict(model_id, series, card, _report_volume(series, store, model_id))
 
 
 def _verdict_html(series_list: Sequence[Series], store: ResultStore, model_id: str, card) -> str:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from convnest_viewer.inference.heatmap import Heatmap
 
+if TYPE_CHECKING:
+    from convnest_viewer.inference.card import ModelCard
+    from convnest_viewer.io.model import Series
 
 
 @dataclass(frozen=True)
@@ -107,18 +110,19 @@ class ResultStore:
                 mask[index] = True
         return mask
 
-    def series_verdict(self, model_id: str, series_key: str, volume: int, n_slices: int, class_ids: Sequence[str],
-                       no_finding: str, contrast: str = "", trained_contrasts=None):
-        """Return a volume's verdict from the stored results (withheld and unreadable slices left out; a type
-        the model never saw on the series' contrast reported as uncertain)."""
+    def series_verdict(self, model_id: str, series: "Series", card: "ModelCard", volume: int = 0):
+        """Return a volume's verdict from the stored results by the model card's classes (withheld and unreadable
+        slices left out; a type the card says was never trained on the series' contrast reported as uncertain)."""
         from convnest_viewer.verdict import series_verdict
 
-        table = self.series_probabilities(model_id, series_key, volume, n_slices, len(class_ids))
-        left_out = self.not_assessed_mask(model_id, series_key, volume, n_slices)
-        for failed_volume, index in self.failures(model_id, series_key):
+        n_slices = series.n_slices
+        table = self.series_probabilities(model_id, series.key, volume, n_slices, card.num_classes)
+        left_out = self.not_assessed_mask(model_id, series.key, volume, n_slices)
+        for failed_volume, index in self.failures(model_id, series.key):
             if failed_volume == volume and index < n_slices:
                 left_out[index] = True  # unreadable: neither pending nor assessed
-        return series_verdict(table, class_ids, no_finding, left_out, contrast, trained_contrasts)
+        return series_verdict(table, card.class_ids, card.no_finding_id, left_out, series.contrast,
+                              card.trained_contrasts)
 
     def finished(self, model_id: str, series_key: str) -> set[tuple[int, int]]:
         """Return the (volume, index) pairs classified or failed: nothing more to try there."""

@@ -240,8 +240,7 @@ def test_the_whole_study_is_classified_in_the_background_and_summarised(qtbot, w
     item_text = window.browser.item_text(second.key)
     assert "→ " in item_text and "slices" in item_text
     card = window.state.card
-    verdict = window.store.series_verdict(window.state.model_id, second.key, 0, second.n_slices, card.class_ids,
-                                          card.no_finding_id, second.contrast, card.trained_contrasts)
+    verdict = window.store.series_verdict(window.state.model_id, second, card)
     assert verdict.label in ("tumour", "no tumour"), "a finished series gets its verdict in the series list"
     assert item_text.endswith("→ " + verdict.text(window.state.display_names))
     tooltip = window.browser.item_tooltip(second.key)  # the panel may cut the line; its tooltip never does

@@ -128,6 +128,9 @@ def _record_from_dataset(path: Path, ds: Dataset) -> DicomRecord | Skipped:
     slope, intercept = _rescale(ds, shared)
     pixel_range = _stored_range(ds, slope, intercept)
     invert = sum(pixel_range) if photometric == "MONOCHROME1" and pixel_range else None
+    series_description = str(_get(ds, "SeriesDescription", "") or "")
+    protocol = str(_get(ds, "ProtocolName", "") or "")
+    sequence = _sequence_name(ds)
     record = DicomRecord(
         path=path,
         series_uid=str(_get(ds, "SeriesInstanceUID", "") or f"no-series-uid:{path.parent}"),
@@ -145,11 +148,10 @@ def _record_from_dataset(path: Path, ds: Dataset) -> DicomRecord | Skipped:
             description=str(_get(ds, "StudyDescription", "") or ""),
             accession=str(_get(ds, "AccessionNumber", "") or ""),
         ),
-        description=str(_get(ds, "SeriesDescription", "") or _get(ds, "ProtocolName", "") or ""),
+        description=series_description or protocol,
         modality=modality,
-        sequence=_sequence_name(ds),
-        contrast=guess_contrast(str(_get(ds, "SeriesDescription", "") or ""), str(_get(ds, "ProtocolName", "") or ""),
-                                sequence_name=_sequence_name(ds),
+        sequence=sequence,
+        contrast=guess_contrast(series_description, protocol, sequence_name=sequence,
                                 contrast_agent=bool(str(_get(ds, "ContrastBolusAgent", "") or "").strip())),
         rows=rows,
         columns=columns,

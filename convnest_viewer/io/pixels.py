@@ -211,6 +211,7 @@ def apply_window(values: np.ndarray, window: Window) -> np.ndarray:
     np.multiply(scaled, np.float32(255.0 / window.width), out=scaled)
     np.rint(scaled, out=scaled)
     np.clip(scaled, 0, 255, out=scaled)  # +-inf clip to 255 / 0
-    if np.isnan(scaled).any():
-        scaled[np.isnan(scaled)] = 0.0  # nan voxels (float volumes) show black
+    nan = np.isnan(scaled)
+    if nan.any():
+        scaled[nan] = 0.0  # nan voxels (float volumes) show black
     return scaled.astype(np.uint8)

@@ -215,8 +215,7 @@ class MainWindow(StudyOpeningMixin, DialogsMixin, OverlayMixin, QMainWindow):
         series = self.state.result.find(key)
         card = self.state.card
         if series is not None and card is not None:
-            verdict = self.store.series_verdict(self.state.model_id, key, 0, series.n_slices, card.class_ids,
-                                                card.no_finding_id, series.contrast, card.trained_contrasts)
+            verdict = self.store.series_verdict(self.state.model_id, series, card)
             self.browser.set_finding(key, verdict.text(self.state.display_names))  # the same words as the study's
             self.panel.set_study_summary(study_summary_html(self.state.result, self.store, self.state.model_id, card))
 
