@@ -37,12 +37,18 @@ class ResultStore:
         self._not_assessed: dict[tuple[str, str, int, int], str] = {}
         self._heatmaps: OrderedDict[HeatmapKey, Heatmap] = OrderedDict()
         self._max_heatmaps = max_heatmaps
+        self._changes: dict[tuple[str, str], int] = {}  # (model, series) -> results stored so far
+        self._verdicts: dict[tuple[str, str, int], tuple[int, object]] = {}  # -> (changes then, verdict)
         self._lock = threading.Lock()
+
+    def _changed(self, model_id: str, series_key: str) -> None:
+        self._changes[(model_id, series_key)] = self._changes.get((model_id, series_key), 0) + 1
 
     def put_probabilities(self, model_id: str, series_key: str, volume: int, index: int, probabilities: np.ndarray) -> None:
         """Store one slice's calibrated probabilities."""
         with self._lock:
             self._probabilities[(model_id, series_key, volume, index)] = np.asarray(probabilities, np.float64)
+            self._changed(model_id, series_key)
 
     def probabilities(self, model_id: str, series_key: str, volume: int, index: int) -> np.ndarray | None:
         """Return one slice's probabilities, or None if not classified yet."""
@@ -68,6 +74,7 @@ class ResultStore:
         """Record that a slice could not be classified (unreadable pixels, model error), and why."""
         with self._lock:
             self._failures[(model_id, series_key, volume, index)] = reason
+            self._changed(model_id, series_key)
 
     def failures(self, model_id: str, series_key: str) -> dict[tuple[int, int], str]:
         """Return {(volume, index): reason} of a series' slices that could not be classified."""
@@ -78,6 +85,7 @@ class ResultStore:
         """Record that the model's gate withholds its answer for a slice (blank, unlike its training data)."""
         with self._lock:
             self._not_assessed[(model_id, series_key, volume, index)] = reason
+            self._changed(model_id, series_key)
 
     def not_assessed(self, model_id: str, series_key: str, volume: int | None = None) -> dict[tuple[int, int], str]:
         """Return {(volume, index): reason} of a series' slices the gate withheld (one volume, or all)."""
@@ -115,14 +123,22 @@ class ResultStore:
         slices left out; a type the card says was never trained on the series' contrast reported as uncertain)."""
         from convnest_viewer.verdict import series_verdict
 
+        with self._lock:
+            changes = self._changes.get((model_id, series.key), 0)
+            cached = self._verdicts.get((model_id, series.key, volume))
+        if cached is not None and cached[0] == changes:
+            return cached[1]  # nothing stored for this series since: the same verdict (the card is the model's)
         n_slices = series.n_slices
         table = self.series_probabilities(model_id, series.key, volume, n_slices, card.num_classes)
         left_out = self.not_assessed_mask(model_id, series.key, volume, n_slices)
         for failed_volume, index in self.failures(model_id, series.key):
             if failed_volume == volume and index < n_slices:
                 left_out[index] = True  # unreadable: neither pending nor assessed
-        return series_verdict(table, card.class_ids, card.no_finding_id, left_out, series.contrast,
-                              card.trained_contrasts)
+        verdict = series_verdict(table, card.class_ids, card.no_finding_id, left_out, series.contrast,
+                                 card.trained_contrasts)
+        with self._lock:
+            self._verdicts[(model_id, series.key, volume)] = (changes, verdict)
+        return verdict
 
     def finished(self, model_id: str, series_key: str) -> set[tuple[int, int]]:
         """Return the (volume, index) pairs classified or failed: nothing more to try there."""
