@@ -46,30 +46,38 @@ def corner_texts(series: Series, index: int, volume: int, window: Window, show_i
 
 
 def study_summary_html(result: LoadResult, store: ResultStore, model_id: str, card, max_lines: int = 12) -> str:
-    """Return the study verdict and each classified series' verdict as HTML, with a link to each key slice.
+    """Return each study's verdict and each classified series' verdict as HTML, with a link to each key slice.
 
-    A link reads "slice:<series key>:<index>". Series not yet fully classified are counted, not judged.
+    A link reads "slice:<series key>:<index>". Series not yet fully classified are counted, not judged. Series of
+    different studies (or patients) get a verdict per study, never one across them.
     """
-    from convnest_viewer.verdict import study_verdict
+    from convnest_viewer.verdict import studies_of, study_title, study_verdict
 
     names = {c.id: c.display for c in card.classes}
-    verdicts = {}
-    lines = []
-    for series in result.series:
-        if not store.series_finished(model_id, series):
-            continue
-        verdict = verdicts[series.key] = store.series_verdict(model_id, series, card)
-        label = f"{series.number}: " if series.number is not None else ""
-        line = html_escape(f"{label}{series.description or '(no description)'}: {verdict.text(names)}")
-        if verdict.finding is not None:
-            key_slice = verdict.finding.key_slice
-            line += f' <a href="slice:{html_escape(series.key)}:{key_slice}">key slice {key_slice + 1}</a>'
-        lines.append(line)
-    text = (f"<b>Study verdict:</b> {html_escape(study_verdict(verdicts).text(names))}"
-            f"<br><small>{len(verdicts)} of {len(result.series)} series classified</small>")
-    if lines:
-        text += "<br><small>" + "<br>".join(lines[:max_lines]) + "</small>"
-    return text
+    studies = studies_of(result.series)
+    blocks, shown = [], 0
+    for ordinal, study in enumerate(studies):
+        verdicts, lines = {}, []
+        for series in study:
+            if not store.series_finished(model_id, series):
+                continue
+            verdict = verdicts[series.key] = store.series_verdict(model_id, series, card)
+            label = f"{series.number}: " if series.number is not None else ""
+            line = html_escape(f"{label}{series.description or '(no description)'}: {verdict.text(names)}")
+            if verdict.finding is not None:
+                key_slice = verdict.finding.key_slice
+                line += f' <a href="slice:{html_escape(series.key)}:{key_slice}">key slice {key_slice + 1}</a>'
+            lines.append(line)
+        title = html_escape(study_title(study, ordinal, len(studies)))
+        block = (f"<b>{title} verdict:</b> {html_escape(study_verdict(verdicts).text(names))}"
+                 f"<br><small>{len(verdicts)} of {len(study)} series classified</small>")
+        room = max(max_lines - shown, 0)
+        if lines and room:
+            block += "<br><small>" + "<br>".join(lines[:room]) + "</small>"
+            shown += min(len(lines), room)
+        blocks.append(block)
+    return "<br>".join(blocks) if blocks else (f"<b>Study verdict:</b> {html_escape(study_verdict({}).text(names))}"
+                                               "<br><small>0 of 0 series classified</small>")
 
 
 def _elide(text: str, limit: int = CORNER_WIDTH) -> str:

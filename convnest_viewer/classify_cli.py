@@ -78,7 +78,7 @@ def run_classify(args: argparse.Namespace) -> int:
         "notes": [{"path": str(n.path), "note": n.text} for _, result in loaded for n in result.notes],
     }
     total = sum(s.n_slices * s.n_volumes for _, result in loaded for s in result.series)
-    verdicts = {}
+    verdicts = []
     from tqdm import tqdm
 
     from convnest_viewer.results import ResultStore
@@ -89,9 +89,12 @@ def run_classify(args: argparse.Namespace) -> int:
         for path, result in loaded:
             for series in result.series:
                 entry, verdict = _classify_series(classifier, series, path, args, bar, len(report["series"]), store)
-                verdicts[len(report["series"])] = verdict  # by position: a series given twice counts twice, as listed
+                verdicts.append((series, verdict))  # by position: a series given twice counts twice, as listed
                 report["series"].append(entry)
-    report["study_verdict"] = _study_verdict_json(verdicts, classifier.card)
+    report["studies"] = _study_verdicts_json(verdicts, classifier.card)
+    report["study_verdict"] = (report["studies"][0]["verdict"] if len(report["studies"]) == 1 else
+                               {"label": "several studies", "type": None,
+                                "text": f"{len(report['studies'])} studies: one verdict each (see studies)"})
     if args.report:
         from convnest_viewer.batch import write_report
 
@@ -151,12 +154,20 @@ def verdict_json(verdict, card) -> dict:
     return result
 
 
-def _study_verdict_json(verdicts: dict, card) -> dict:
-    """Return the study verdict over every classified series' verdict, as JSON."""
-    from convnest_viewer.verdict import study_verdict
+def _study_verdicts_json(verdicts: list, card) -> list[dict]:
+    """Return one verdict per study over its series' verdicts (series of other studies never count), as JSON."""
+    from convnest_viewer.verdict import studies_of, study_title, study_verdict
 
-    study = study_verdict(verdicts)
-    return {"label": study.label, "type": study.class_id, "text": study.text({c.id: c.display for c in card.classes})}
+    names = {c.id: c.display for c in card.classes}
+    position = {id(series): ordinal for ordinal, (series, _) in enumerate(verdicts)}
+    studies = studies_of([series for series, _ in verdicts])
+    entries = []
+    for ordinal, study in enumerate(studies):
+        members = [position[id(series)] for series in study]
+        verdict = study_verdict({str(m): verdicts[m][1] for m in members})
+        entries.append({"study": study_title(study, ordinal, len(studies)), "series": members,
+                        "verdict": {"label": verdict.label, "type": verdict.class_id, "text": verdict.text(names)}})
+    return entries
 
 
 def _write_overlay(classifier, series, item, args, ordinal: int) -> Path:
@@ -194,7 +205,9 @@ def _table(report: dict, classifier) -> str:
         for error in series.get("errors", []):
             lines.append(f"  slice {error['index'] + 1}: {error['reason']}")
         lines.append(f"Verdict: {series['verdict']['text']}")
-    lines += ["", f"Study verdict: {report['study_verdict']['text']}"]
+    lines.append("")
+    for study in report["studies"]:
+        lines.append(f"{study['study']} verdict: {study['verdict']['text']}")
     if report["skipped"]:
         lines.append("")
         lines.append(f"{len(report['skipped'])} file(s) skipped")

@@ -170,15 +170,20 @@ def series_report_verdict(series: Series, store: ResultStore, model_id: str, car
 
 
 def _verdict_html(series_list: Sequence[Series], store: ResultStore, model_id: str, card) -> str:
-    """Return the study verdict and each series' verdict, counting only the slices the model assessed."""
-    from convnest_viewer.verdict import study_verdict
+    """Return each study's verdict and each series' verdict, counting only the slices the model assessed."""
+    from convnest_viewer.verdict import studies_of, study_title, study_verdict
 
     names = {c.id: c.display for c in card.classes}
     verdicts = {series.key: series_report_verdict(series, store, model_id, card) for series in series_list}
+    studies = studies_of(series_list)
+    lines = []
+    for ordinal, study in enumerate(studies):
+        verdict = study_verdict({series.key: verdicts[series.key] for series in study})
+        title = study_title(study, ordinal, len(studies))
+        lines.append(f"<p>{_e(title) + ': ' if len(studies) > 1 else ''}<strong>{_e(verdict.text(names))}</strong></p>")
     rows = [(f"{series.number}: {series.description}" if series.number is not None else series.description,
              verdicts[series.key].text(names)) for series in series_list]
-    return (f"<h2>Verdict</h2>\n<p><strong>{_e(study_verdict(verdicts).text(names))}</strong></p>\n"
-            + _table(rows, ("Series", "Verdict")))
+    return "<h2>Verdict</h2>\n" + "\n".join(lines) + "\n" + _table(rows, ("Series", "Verdict"))
 
 
 def _series_html(series: Series, store: ResultStore, model_id: str, card, heatmap_for: HeatmapFor, method: str) -> str:

@@ -5,7 +5,7 @@ assessed slices are called a tumour class; its finding is the run with the highe
 (1 - p(no finding), the class the model card marks as such). The type is the run's majority class, or "type uncertain" when fewer than `MIN_TYPE_SHARE`
 of its slices agree, or when the series' contrast (guessed from its names) is one the model never saw that type on
 (the card lists each class's trained contrasts). A study whose series disagree (one reads tumour, another no
-tumour) is "indeterminate".
+tumour) is "indeterminate". Series of different studies (or patients) opened together get one verdict per study.
 """
 
 from __future__ import annotations
@@ -150,3 +150,18 @@ def study_verdict(verdicts: dict[str, SeriesVerdict]) -> StudyVerdict:
         return StudyVerdict("no tumour", series=verdicts)
     types = {v.finding.class_id for v in judged}
     return StudyVerdict("tumour", types.pop() if len(types) == 1 else None, verdicts)
+
+
+def studies_of(series_list: Sequence) -> list[list]:
+    """Group series by patient and study (in the order first seen): a study verdict never mixes two studies."""
+    groups: dict[tuple[str, str], list] = {}
+    for series in series_list:
+        groups.setdefault((series.patient.key, series.study.uid), []).append(series)
+    return list(groups.values())
+
+
+def study_title(series_in_study: Sequence, ordinal: int, count: int) -> str:
+    """Return how a study is named beside its verdict: "Study 2 of 3 (MR BRAIN)", or "Study" when it is the only one."""
+    description = series_in_study[0].study.description if series_in_study else ""
+    title = "Study" if count == 1 else f"Study {ordinal + 1} of {count}"
+    return f"{title} ({description})" if description and count > 1 else title

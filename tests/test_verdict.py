@@ -13,7 +13,7 @@ from convnest_viewer.batch import classify_series
 from convnest_viewer.inference.classifier import Classifier
 from convnest_viewer.io import load_study
 from convnest_viewer.verdict import SeriesVerdict, series_verdict, study_verdict
-from tests.paths import DATA, DICOM
+from tests.paths import DATA, DICOM, SHARED
 
 CLASSES = ["glioma", "meningioma", "notumor", "pituitary"]
 NORMAL = [0.05, 0.05, 0.85, 0.05]
@@ -102,18 +102,23 @@ def test_a_held_out_tcga_lgg_tumour_scan_reads_tumour_on_the_slices_its_mask_cov
     assert len(overlap) >= 0.5 * len(masked)
 
 
-def test_a_held_out_brats_volume_reads_tumour_through_the_cli_with_a_study_verdict(tmp_path, capsys):
+def test_a_held_out_brats_volume_reads_tumour_through_the_cli_with_a_verdict_per_study(tmp_path, capsys):
     case = DATA / "brats2013-hgg" / "test" / "brats_2013_pat0001_1"
-    assert cli_main(["classify", str(case / "Flair_subtrMeanDivStd.nii.gz"), "--json"]) == 0
+    healthy = SHARED / "nifti" / "healthy-volunteer" / "chris_PD.nii.gz"  # another person: another study
+    assert cli_main(["classify", str(case / "Flair_subtrMeanDivStd.nii.gz"), str(healthy), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     verdict = report["series"][0]["verdict"]
+    assert [study["series"] for study in report["studies"]] == [[0], [1]]
+    assert report["studies"][1]["verdict"]["label"] == report["series"][1]["verdict"]["label"]
+    assert report["study_verdict"]["label"] == "several studies", "two people never share one verdict"
+    study = report["studies"][0]["verdict"]
     from convnest_viewer.io.pixels import read_nifti_volume
 
     labelled = np.flatnonzero((read_nifti_volume(case / "OTMultiClass.nii.gz") > 0).any(axis=(1, 2)))
-    assert verdict["label"] == "tumour" and report["study_verdict"]["label"] == "tumour"
+    assert verdict["label"] == "tumour" and study["label"] == "tumour"
     assert labelled[0] + 1 <= verdict["key_slice"] <= labelled[-1] + 1
     assert report["series"][0]["contrast"] == "flair"
-    assert verdict["type"] in ("glioma", None) and report["study_verdict"]["type"] in ("glioma", None)
+    assert verdict["type"] in ("glioma", None) and study["type"] in ("glioma", None)
     if verdict["type"] is None and "type_called" in verdict:  # a type the model knows only on T1c: named, not given
         assert verdict["type_called"] in ("meningioma", "pituitary") and "T1c" in verdict["type_note"]
 
@@ -148,3 +153,57 @@ def test_the_viewer_gives_the_study_verdict_with_the_key_slice_one_click_away(qt
     window.panel.study_summary.linkActivated.emit(link)
     assert window.state.series is series and window.state.index == key_slice
     window.close()
+
+
+def test_the_store_gives_a_series_verdict_again_until_a_result_arrives_and_then_a_new_one():
+    from types import SimpleNamespace
+
+    from convnest_viewer.inference.card import load_card
+    from convnest_viewer.inference.classifier import default_model_dir
+    from convnest_viewer.results import ResultStore
+
+    card = load_card(default_model_dir())
+    series = SimpleNamespace(key="series-1", n_slices=5, contrast="t1c")
+    order = {name: i for i, name in enumerate(card.class_ids)}
+    normal, glioma = np.full(card.num_classes, 0.02), np.full(card.num_classes, 0.02)
+    normal[order[card.no_finding_id]] = glioma[order["glioma"]] = 1 - 0.02 * (card.num_classes - 1)
+    store = ResultStore()
+    for index in range(4):
+        store.put_probabilities("m", series.key, 0, index, glioma if index in (1, 2, 3) else normal)
+    pending = store.series_verdict("m", series, card)
+    assert pending.label == "pending" and store.series_verdict("m", series, card) is pending  # nothing new: cached
+    store.put_probabilities("m", series.key, 0, 4, normal)
+    done = store.series_verdict("m", series, card)
+    assert done is not pending and done.label == "tumour" and done.finding.class_id == "glioma"
+    store.put_not_assessed("m", series.key, 0, 2, "blank")
+    assert store.series_verdict("m", series, card) is not done  # a withheld slice changes what is counted
+    assert store.series_verdict("other-model", series, card).label == "pending"
+
+
+def test_series_of_two_studies_opened_together_get_a_verdict_each_in_the_viewer_summary_and_the_report():
+    from convnest_viewer.annotations import study_summary_html
+    from convnest_viewer.inference.card import load_card
+    from convnest_viewer.inference.classifier import default_model_dir
+    from convnest_viewer.report import _verdict_html
+    from convnest_viewer.results import ResultStore
+
+    card = load_card(default_model_dir())
+    case = DATA / "brats2013-hgg" / "test" / "brats_2013_pat0001_1"
+    result = load_study([DICOM / "sagittal-mprage", case / "Flair_subtrMeanDivStd.nii.gz",
+                         case / "T1c_subtrMeanDivStd.nii.gz"])
+    healthy, flair, t1c = result.series  # the DICOM study, then the brats case's two volumes (one study)
+    order = {name: i for i, name in enumerate(card.class_ids)}
+    store = ResultStore()
+    for series, tumour_slices in ((healthy, ()), (flair, range(60, 90)), (t1c, range(60, 90))):
+        for index in range(series.n_slices):
+            probabilities = np.full(card.num_classes, 0.02)
+            probabilities[order["glioma" if index in tumour_slices else card.no_finding_id]] = 0.94
+            store.put_probabilities("m", series.key, 0, index, probabilities)
+    summary = study_summary_html(result, store, "m", card)
+    first, second = summary.split("Study 2 of 2")
+    assert "Study 1 of 2" in first and "No tumour" in first.split("<small>")[0] and "1 of 1 series classified" in first
+    assert re.search(r"verdict:</b> (Glioma|Tumour, type uncertain) \(2 series\)", second)
+    report = _verdict_html(result.series, store, "m", card)
+    assert report.count("<strong>") == 2 and "Study 1 of 2" in report and "Study 2 of 2" in report
+    one_study = study_summary_html(type(result)(series=[flair, t1c]), store, "m", card)
+    assert one_study.startswith("<b>Study verdict:</b>") and "Study 1 of" not in one_study
