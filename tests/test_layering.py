@@ -130,6 +130,7 @@ from convnest_viewer.ui.main_window import MainWindow
 window = MainWindow(device="cpu")
 window.show()
 print("torch before:", "torch" in sys.modules, window.isVisible())  # the worker starts on the next event-loop turn
+print("CUDA runtime before:", "cuda.bindings.runtime" in sys.modules)
 import time
 deadline = time.monotonic() + 120
 while window.state.model is None and window.state.model_error is None and time.monotonic() < deadline:
@@ -141,6 +142,7 @@ window.close()
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "CONVNEST_SETTINGS_FILE": str(tmp_path / "settings.ini")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300).stdout
     assert "torch before: False True" in out
+    assert "CUDA runtime before: False" in out, "pyqtgraph's CUDA-OpenGL interop (never used) is not imported"
     assert "torch after: True" in out, "the worker loads torch once the window is up"
 
 
@@ -153,3 +155,21 @@ def test_no_module_is_longer_than_400_lines_without_saying_why():
             if len(text.splitlines()) > MAX_LINES and LONG_MODULE_MARK not in doc:
                 long.append(f"{path.relative_to(REPO)}: {len(text.splitlines())} lines")
     assert long == []
+
+
+def test_hiding_the_cuda_runtime_from_pyqtgraph_is_undone():
+    code = """
+import importlib.util, sys
+from convnest_viewer.ui.pyqtgraph_import import pyqtgraph
+from pyqtgraph.widgets import RawImageWidget
+print("pyqtgraph cudart:", RawImageWidget.cudart)
+print("hidden after:", "cuda.bindings.runtime" in sys.modules and sys.modules["cuda.bindings.runtime"] is None)
+if importlib.util.find_spec("cuda.bindings") is not None:
+    import cuda.bindings.runtime
+    print("importable after:", cuda.bindings.runtime.__name__)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "QT_QPA_PLATFORM": "offscreen"}).stdout
+    assert "pyqtgraph cudart: None" in out
+    assert "hidden after: False" in out
+    assert "importable after: cuda.bindings.runtime" in out or "importable after" not in out

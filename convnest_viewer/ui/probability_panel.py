@@ -5,7 +5,7 @@ from __future__ import annotations
 from html import escape as html_escape
 
 import numpy as np
-import pyqtgraph as pg
+from convnest_viewer.ui.pyqtgraph_import import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QGridLayout, QLabel, QProgressBar, QVBoxLayout, QWidget
 

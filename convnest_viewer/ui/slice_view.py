@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-import pyqtgraph as pg
+from convnest_viewer.ui.pyqtgraph_import import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import QWidget
