@@ -152,6 +152,15 @@ def test_the_viewer_gives_the_study_verdict_with_the_key_slice_one_click_away(qt
     window.state.set_slice(0)
     window.panel.study_summary.linkActivated.emit(link)
     assert window.state.series is series and window.state.index == key_slice
+    withheld = window.store.not_assessed(window.state.model_id, series.key, 0)
+    assert (0, 0) in withheld, "the volume's first slice is blank: the gate withholds it"
+    window.state.set_slice(0)
+    with qtbot.waitSignal(window.overlayShown, timeout=10_000, check_params_cb=lambda key: key is None):
+        window.state.set_overlay_mode(window.state.default_heatmap)
+    assert window.model_dock.overlay_status.text().startswith("no heatmap: slice not assessed (")
+    assert not window.view.overlay.isVisible()
+    with qtbot.waitSignal(window.overlayShown, timeout=120_000, check_params_cb=lambda key: key is not None):
+        window.state.set_slice(key_slice)  # an assessed slice gets its map
     window.close()
 
 

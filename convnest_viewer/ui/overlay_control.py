@@ -16,6 +16,12 @@ class OverlayMixin:
             status.setText("" if state.overlay_mode == "none" else "waiting for the model…")
             self.overlayShown.emit(None)
             return
+        withheld = self._not_assessed_reason(state.volume, state.index)
+        if withheld is not None:  # the model gives this slice no class, so no map explains one
+            self.view.clear_overlay()
+            status.setText(f"no heatmap: slice not assessed ({withheld})")
+            self.overlayShown.emit(None)
+            return
         key = state.heatmap_key(self.store)
         cached = self.store.heatmap(key) if key else None
         if cached is not None:
@@ -33,6 +39,8 @@ class OverlayMixin:
     def _request_heatmap(self) -> None:
         state = self.state
         key = state.heatmap_key(self.store)
+        if key is not None and self._not_assessed_reason(state.volume, state.index) is not None:
+            return  # withheld slices get no map
         if key is not None and self.session is not None and self.store.heatmap(key) is None:
             self.session.request_heatmap(state.series, state.volume, state.index, state.overlay_mode, key.target_index)
 

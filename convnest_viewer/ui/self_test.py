@@ -74,13 +74,23 @@ def _run(window, paths: list[str], deadline: float, summary: dict) -> None:
     if not readable:
         summary["heatmaps"] = "no slice could be read"
         return
-    series, row = readable[0]
+    explained = [(series, assessed) for series, _ in readable if (assessed := _assessed_slices(window, series))]
+    if not explained:  # a withheld slice gets no heatmap in the viewer
+        summary["heatmaps"] = "no slice was assessed (the model's gate withheld every readable slice)"
+        return
+    series, assessed = explained[0]
     window.browser.select(series.key)
-    wait_until(lambda: window.state.series is series, deadline, "the first readable series to show")
-    failed = {(f["volume"] - 1, f["slice"] - 1) for f in row["failed"]}
-    if (window.state.volume, window.state.index) in failed:
-        window.state.set_slice(next(i for i in range(series.n_slices) if (window.state.volume, i) not in failed))
+    wait_until(lambda: window.state.series is series, deadline, "the first assessed series to show")
+    if window.state.index not in assessed:
+        window.state.set_slice(min(assessed, key=lambda i: abs(i - window.state.index)))
     summary["heatmaps"] = {method: _heatmap(window, method, deadline) for method in METHODS}
+
+
+def _assessed_slices(window, series) -> list[int]:
+    """Return the first volume's slices that were read and not withheld by the gate."""
+    model_id = window.state.model_id
+    left_out = set(window.store.failures(model_id, series.key)) | set(window.store.not_assessed(model_id, series.key, 0))
+    return [i for i in range(series.n_slices) if (0, i) not in left_out]
 
 
 def _classify_series(window, series, deadline: float) -> dict:
