@@ -236,7 +236,9 @@ def test_the_whole_study_is_classified_in_the_background_and_summarised(qtbot, w
     first, second = result.series
     _wait_classified(qtbot, window, second)  # never shown: classified after the first one
     assert window.state.series is first
-    qtbot.waitUntil(lambda: "2 of 2 series classified" in window.panel.study_summary.text(), timeout=TIMEOUT_MS)
+    # the folder holds two studies (two StudyInstanceUIDs) of one series each: a verdict per study
+    qtbot.waitUntil(lambda: window.panel.study_summary.text().count("1 of 1 series classified") == 2, timeout=TIMEOUT_MS)
+    assert "Study 1 of 2 (Rorden^Rorden_Prisma) verdict:" in window.panel.study_summary.text()
     item_text = window.browser.item_text(second.key)
     assert "→ " in item_text and "slices" in item_text
     card = window.state.card
