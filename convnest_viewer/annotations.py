@@ -54,7 +54,7 @@ def study_summary_html(result: LoadResult, store: ResultStore, model_id: str, ca
     from convnest_viewer.verdict import studies_of, study_title, study_verdict
 
     names = {c.id: c.display for c in card.classes}
-    studies = studies_of(result.series)
+    studies = studies_of(result.series) or [[]]  # nothing opened: one empty study ("0 of 0 series classified")
     blocks, shown = [], 0
     for ordinal, study in enumerate(studies):
         verdicts, lines = {}, []
@@ -76,8 +76,7 @@ def study_summary_html(result: LoadResult, store: ResultStore, model_id: str, ca
             block += "<br><small>" + "<br>".join(lines[:room]) + "</small>"
             shown += min(len(lines), room)
         blocks.append(block)
-    return "<br>".join(blocks) if blocks else (f"<b>Study verdict:</b> {html_escape(study_verdict({}).text(names))}"
-                                               "<br><small>0 of 0 series classified</small>")
+    return "<br>".join(blocks)
 
 
 def _elide(text: str, limit: int = CORNER_WIDTH) -> str:

@@ -152,12 +152,10 @@ def _patient_html(series_list: Sequence[Series], include_identifiers: bool) -> s
     """Return the patient block: identifiers only when asked for, else a withheld note."""
     if not include_identifiers:
         return "<h2>Patient</h2>\n<p>Patient identifiers withheld.</p>"
-    blocks, seen = [], set()
-    for series in series_list:
-        key = (series.patient.key, series.study.uid)
-        if key in seen:
-            continue
-        seen.add(key)
+    from convnest_viewer.verdict import studies_of
+
+    blocks = []
+    for series in (study[0] for study in studies_of(series_list)):
         blocks.append(_table([("Patient name", series.patient.name), ("Patient ID", series.patient.id),
                               ("Birth date", series.patient.birth_date), ("Study date", series.study.date),
                               ("Study description", series.study.description)]))

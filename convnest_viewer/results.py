@@ -118,6 +118,14 @@ class ResultStore:
                 mask[index] = True
         return mask
 
+    def left_out_mask(self, model_id: str, series_key: str, volume: int, n_slices: int) -> np.ndarray:
+        """Return a boolean (n_slices,) mask of a volume's slices with no answer: withheld by the gate or unreadable."""
+        left_out = self.not_assessed_mask(model_id, series_key, volume, n_slices)
+        for failed_volume, index in self.failures(model_id, series_key):
+            if failed_volume == volume and index < n_slices:
+                left_out[index] = True  # unreadable: neither pending nor assessed
+        return left_out
+
     def series_verdict(self, model_id: str, series: "Series", card: "ModelCard", volume: int = 0):
         """Return a volume's verdict from the stored results by the model card's classes (withheld and unreadable
         slices left out; a type the card says was never trained on the series' contrast reported as uncertain)."""
@@ -130,10 +138,7 @@ class ResultStore:
             return cached[1]  # nothing stored for this series since: the same verdict (the card is the model's)
         n_slices = series.n_slices
         table = self.series_probabilities(model_id, series.key, volume, n_slices, card.num_classes)
-        left_out = self.not_assessed_mask(model_id, series.key, volume, n_slices)
-        for failed_volume, index in self.failures(model_id, series.key):
-            if failed_volume == volume and index < n_slices:
-                left_out[index] = True  # unreadable: neither pending nor assessed
+        left_out = self.left_out_mask(model_id, series.key, volume, n_slices)
         verdict = series_verdict(table, card.class_ids, card.no_finding_id, left_out, series.contrast,
                                  card.trained_contrasts)
         with self._lock:

@@ -153,11 +153,10 @@ def study_verdict(verdicts: dict[str, SeriesVerdict]) -> StudyVerdict:
 
 
 def studies_of(series_list: Sequence) -> list[list]:
-    """Group series by patient and study (in the order first seen): a study verdict never mixes two studies."""
-    groups: dict[tuple[str, str], list] = {}
-    for series in series_list:
-        groups.setdefault((series.patient.key, series.study.uid), []).append(series)
-    return list(groups.values())
+    """Group series by patient, then study, as the Series panel's tree does: a study verdict never mixes two studies."""
+    from convnest_viewer.io.model import LoadResult
+
+    return [study.series for patient in LoadResult(series=list(series_list)).tree() for study in patient.studies]
 
 
 def study_title(series_in_study: Sequence, ordinal: int, count: int) -> str:

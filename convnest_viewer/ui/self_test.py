@@ -88,9 +88,8 @@ def _run(window, paths: list[str], deadline: float, summary: dict) -> None:
 
 def _assessed_slices(window, series) -> list[int]:
     """Return the first volume's slices that were read and not withheld by the gate."""
-    model_id = window.state.model_id
-    left_out = set(window.store.failures(model_id, series.key)) | set(window.store.not_assessed(model_id, series.key, 0))
-    return [i for i in range(series.n_slices) if (0, i) not in left_out]
+    left_out = window.store.left_out_mask(window.state.model_id, series.key, 0, series.n_slices)
+    return [int(i) for i in np.flatnonzero(~left_out)]
 
 
 def _classify_series(window, series, deadline: float) -> dict:
