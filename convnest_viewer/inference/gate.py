@@ -66,21 +66,25 @@ def image_statistics(batch: torch.Tensor) -> np.ndarray:
     """Return 7 statistics per model input (N, C, H, W): mean, deviation, mean horizontal and vertical gradient,
     mean Laplacian, foreground share and Laplacian-to-gradient ratio; upsampled EPI and other sources differ there."""
     x = batch.float().cpu()
-    x = x.mean(dim=1, keepdim=True)
-    gradient_x = (x[..., :, 1:] - x[..., :, :-1]).abs().mean(dim=(1, 2, 3))
-    gradient_y = (x[..., 1:, :] - x[..., :-1, :]).abs().mean(dim=(1, 2, 3))
+    x = x.mean(dim=1, keepdim=True) if x.shape[1] > 1 else x
+    gradient_x = (x[..., :, 1:] - x[..., :, :-1]).abs_().mean(dim=(1, 2, 3))  # in place on the temporaries
+    gradient_y = (x[..., 1:, :] - x[..., :-1, :]).abs_().mean(dim=(1, 2, 3))
     laplacian = (4 * x[..., 1:-1, 1:-1] - x[..., :-2, 1:-1] - x[..., 2:, 1:-1] - x[..., 1:-1, :-2]
-                 - x[..., 1:-1, 2:]).abs().mean(dim=(1, 2, 3))
+                 - x[..., 1:-1, 2:]).abs_().mean(dim=(1, 2, 3))
     foreground = (x > x.amin(dim=(2, 3), keepdim=True) + 0.1).float().mean(dim=(1, 2, 3))
-    columns = [x.mean(dim=(1, 2, 3)), x.std(dim=(1, 2, 3)), gradient_x, gradient_y, laplacian, foreground,
+    deviation, mean = torch.std_mean(x.flatten(1), dim=1)  # one pass for both
+    columns = [mean, deviation, gradient_x, gradient_y, laplacian, foreground,
                laplacian / (gradient_x + gradient_y + 1e-3)]
     return torch.stack(columns, dim=1).double().numpy()
 
 
 def stage_statistics(stage_outputs) -> list[np.ndarray]:
     """Return, per feature stage (N, C, H, W), the per-channel mean and standard deviation (N, 2C) as float64."""
-    return [torch.cat([t.float().mean(dim=(2, 3)), t.float().std(dim=(2, 3))], dim=1).double().cpu().numpy()
-            for t in stage_outputs]
+    statistics = []
+    for stage in stage_outputs:
+        deviation, mean = torch.std_mean(stage.float().flatten(2), dim=2)  # one pass over each channel for both
+        statistics.append(torch.cat([mean, deviation], dim=1).double().cpu().numpy())
+    return statistics
 
 
 class StageMahalanobis:
