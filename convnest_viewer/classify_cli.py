@@ -22,7 +22,8 @@ def add_classify_parser(commands) -> None:
     parser.add_argument("--device", default="auto", type=_device_name, help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--explain", choices=METHODS,
-                        help="write a heatmap overlay PNG per slice (the report's maps: default the card's best measured)")
+                        help="write a heatmap overlay PNG per assessed slice (none for a slice the gate withholds; the "
+                             "report's maps: default the card's best measured)")
     parser.add_argument("--target", help="class to explain (default: each slice's predicted class)")
     parser.add_argument("--out", type=Path, help="folder for the overlays written by --explain")
     parser.add_argument("--report", type=Path, metavar="FILE.html",
@@ -133,8 +134,9 @@ def _classify_series(classifier, series, path, args, bar, ordinal: int, store) -
             result["not_assessed"] = decision.reason
         if decision.score is not None:
             result["gate_score"] = round(decision.score, 3)
-        if args.explain:
-            result["overlay"] = str(_write_overlay(classifier, series, outcome.prepared, args, ordinal))
+        if args.explain:  # a withheld slice gets no map, as in the viewer: it would explain a class it does not have
+            result["overlay"] = (str(_write_overlay(classifier, series, outcome.prepared, args, ordinal))
+                                 if decision.assessed else None)
         entry["slices"].append(result)
     verdict = store.series_verdict(model_id, series, classifier.card)
     entry["verdict"] = verdict_json(verdict, classifier.card)

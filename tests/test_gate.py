@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from convnest_viewer.cli import main as cli_main
 from convnest_viewer.batch import classify_series
 from convnest_viewer.inference.card import ModelCardError
 from convnest_viewer.inference.classifier import Classifier, default_model_dir
-from convnest_viewer.inference.gate import BLANK_REASON, OUT_OF_DOMAIN_REASON, MahalanobisScorer, StageMahalanobis
+from convnest_viewer.inference.gate import (BLANK_REASON, OUT_OF_DOMAIN_REASON, MahalanobisScorer, StageMahalanobis,
+                                           image_statistics, stage_statistics)
 from convnest_viewer.io import load_study
 from tests.paths import BRAIN_TUMOR_MRI, DATA, DICOM
 
@@ -42,6 +45,24 @@ def test_stage_mahalanobis_scores_far_points_higher_and_round_trips(tmp_path):
     loaded = StageMahalanobis.load(tmp_path / "gate.safetensors")
     assert np.allclose(loaded.scores(far), scorer.scores(far))
     assert isinstance(loaded.scorers[0], MahalanobisScorer)
+
+
+def test_the_gate_statistics_are_per_channel_means_and_deviations_of_real_model_inputs(classifier):
+    series = load_study([str(DICOM / "sagittal-mprage")]).series[0]
+    prepared, _ = classifier.prepare_slices(series, [(0, i) for i in (40, 96, 150)])
+    batch = torch.from_numpy(np.stack([p.model_input for p in prepared]))
+    with torch.no_grad():
+        _, stages = classifier.model.forward_intermediates(batch, indices=[0, 1])
+    for stage, statistics in zip(stages, stage_statistics(stages)):
+        values = stage.double().numpy().reshape(*stage.shape[:2], -1)
+        expected = np.concatenate([values.mean(axis=2), values.std(axis=2, ddof=1)], axis=1)
+        assert statistics.shape == expected.shape and np.allclose(statistics, expected, rtol=1e-4, atol=1e-5)
+    pixels = batch.double().numpy()[:, 0]
+    image = image_statistics(batch)
+    assert np.allclose(image[:, 0], pixels.mean(axis=(1, 2)), atol=1e-5)
+    assert np.allclose(image[:, 1], pixels.reshape(len(pixels), -1).std(axis=1, ddof=1), atol=1e-5)
+    assert np.allclose(image[:, 2], np.abs(np.diff(pixels, axis=2)).mean(axis=(1, 2)), atol=1e-5)
+    assert np.allclose(image[:, 3], np.abs(np.diff(pixels, axis=1)).mean(axis=(1, 2)), atol=1e-5)
 
 
 def test_noise_blank_and_epi_slices_are_gated_by_the_bundled_model(classifier, tmp_path):
@@ -78,6 +99,18 @@ def test_the_cli_gives_no_class_for_a_gated_slice_and_says_why(tmp_path, capsys)
     assert cli_main(["classify", str(tmp_path / "blank.png"), "--json"]) == 0
     [entry] = json.loads(capsys.readouterr().out)["series"][0]["slices"]
     assert entry["predicted"] is None and entry["not_assessed"] == BLANK_REASON and "gate_score" in entry
+
+
+def test_the_cli_writes_no_heatmap_for_a_gated_slice(tmp_path, capsys):
+    cv2.imwrite(str(tmp_path / "blank.png"), np.zeros((200, 200), np.uint8))
+    tumour = sorted((BRAIN_TUMOR_MRI / "Testing" / "glioma").glob("*.jpg"))[0]
+    out = tmp_path / "overlays"
+    assert cli_main(["classify", str(tmp_path / "blank.png"), str(tumour), "--json", "--explain", "gradcam",
+                     "--out", str(out)]) == 0
+    blank, assessed = (series["slices"][0] for series in json.loads(capsys.readouterr().out)["series"])
+    assert blank["not_assessed"] == BLANK_REASON and blank["overlay"] is None
+    assert assessed["predicted"] is not None and "not_assessed" not in assessed
+    assert sorted(out.rglob("*.png")) == [Path(assessed["overlay"])]
 
 
 def _copy_model(tmp_path):
