@@ -335,6 +335,9 @@ def test_the_histogram_percentile_equals_numpys_on_real_slices_and_edge_cases():
                 continue
             for q in (0, 1, 37.5, 50, 99, 99.5, 100):
                 assert uint8_percentile(values, q) == np.percentile(values, q), (values.shape, q)
+        if image.ndim == 2 and head_mask(image).any():  # the masked form the head crop uses
+            for q in (0, 50, 99, 100):
+                assert uint8_percentile(image, q, head_mask(image)) == np.percentile(image[head_mask(image)], q)
 
 
 def test_one_head_mask_serves_the_gate_and_the_crop_with_the_same_results():
@@ -363,8 +366,14 @@ def test_the_8_bit_window_and_the_head_mask_keep_their_definitions_on_real_slice
     assert to_uint8(np.arange(12, dtype=np.int16).reshape(3, 4), Window.from_range(2.0, 6.0)).tolist() == [
         [0, 0, 0, 64], [128, 191, 255, 255], [255, 255, 255, 255]]
     series = load_study([DICOM / "sagittal-mprage"]).series[0]
-    for index in range(0, series.n_slices, 19):
-        image = to_uint8(series.pixels(index), series.window(index))
+    images = [to_uint8(series.pixels(index), series.window(index)) for index in range(0, series.n_slices, 19)]
+    images += [cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)  # other sizes (512 px and more: a larger kernel)
+               for path in sorted((BRAIN_TUMOR_MRI / "Testing" / "meningioma").glob("*.jpg"))[::60]]
+    specks = images[5].copy()  # a head with bright specks beside it, which the mask must drop
+    specks[4:12, 4:12] = specks[-14:-6, 10:18] = 255  # 8 px: they survive the opening
+    images.append(specks)
+    dropped = 0
+    for index, image in enumerate(images):
         mask = head_mask(image)
         # the definition, written out with numpy: Otsu / 2 (floored at 5% of the 99.5th percentile), opened, and
         # the components of at least MIN_COMPONENT_SHARE of the largest
@@ -376,3 +385,5 @@ def test_the_8_bit_window_and_the_head_mask_keep_their_definitions_on_real_slice
         areas = stats[1:, cv2.CC_STAT_AREA]
         expected = np.isin(labels, 1 + np.flatnonzero(areas >= MIN_COMPONENT_SHARE * areas.max())) if count > 1 else labels < 0
         assert np.array_equal(mask, expected), index
+        dropped += int(count > 1 and (areas < MIN_COMPONENT_SHARE * areas.max()).any())
+    assert dropped >= 1  # the speck-dropping branch was checked too

@@ -39,26 +39,45 @@ def head_mask(image: np.ndarray) -> np.ndarray:
     radius = max(1, round(min(image.shape) / 128))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
     binary = cv2.morphologyEx(binary, cv2.MORPH_OPEN, kernel)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    # every component left by the opening holds a whole kernel, so there are at most size / kernel area of them:
+    # 16-bit labels (twice as fast to write) whenever they cannot overflow
+    small = binary.size // int(np.count_nonzero(kernel)) < 65535
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8,
+                                                               ltype=cv2.CV_16U if small else cv2.CV_32S)
     if count <= 1:
         return np.zeros(image.shape, bool)
     areas = stats[:, cv2.CC_STAT_AREA]
     kept = areas >= MIN_COMPONENT_SHARE * areas[1:].max()
     kept[0] = False  # the background
+    if kept[1:].all():  # the usual case: no speck to drop, the opened slice is the mask (no lookup per pixel)
+        return binary.astype(bool)
     return kept[labels]
 
 
-def uint8_percentile(values: np.ndarray, q: float) -> float:
-    """Return np.percentile(values, q) (its default, linear method) of 8-bit values, from a histogram, not a sort."""
-    flat = np.ascontiguousarray(values).ravel()
-    if flat.size == 0:
+def uint8_histogram(values: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Return the 256 counts of 8-bit values (only where a same-shaped boolean `mask` is set, if given)."""
+    values = np.ascontiguousarray(values)
+    if values.size == 0:
+        return np.zeros(256, np.int64)
+    if values.dtype == np.uint8 and values.ndim <= 2 and values.size < 1 << 24:  # OpenCV's float32 counts are exact below 2**24 values
+        selected = None if mask is None else np.ascontiguousarray(mask).view(np.uint8)
+        return cv2.calcHist([values], [0], selected, [256], [0, 256]).ravel().astype(np.int64)
+    return np.bincount((values if mask is None else values[mask]).ravel(), minlength=256)
+
+
+def uint8_percentile(values: np.ndarray, q: float, mask: np.ndarray | None = None) -> float:
+    """Return np.percentile(values, q) (its default, linear method) of 8-bit values, from a histogram, not a sort;
+    with a boolean `mask`, of the values where it is set (as np.percentile(values[mask], q))."""
+    counts = uint8_histogram(values, mask)
+    size = int(counts.sum())
+    if size == 0:
         raise ValueError("the percentile of no values")
-    cumulative = np.cumsum(np.bincount(flat, minlength=256))
-    position = (flat.size - 1) * (q / 100)
+    cumulative = np.cumsum(counts)
+    position = (size - 1) * (q / 100)
     below = int(np.floor(position))
     gamma = position - below
     low = float(np.searchsorted(cumulative, below, side="right"))
-    high = float(np.searchsorted(cumulative, min(below + 1, flat.size - 1), side="right"))
+    high = float(np.searchsorted(cumulative, min(below + 1, size - 1), side="right"))
     difference = high - low
     return high - difference * (1 - gamma) if gamma >= 0.5 else low + difference * gamma  # numpy's _lerp
 

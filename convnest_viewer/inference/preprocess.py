@@ -78,7 +78,7 @@ def crop_to_head(image: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.
     if box is None:
         return image, None
     cropped = image[box.slices]
-    top = uint8_percentile(image[mask], 99)
+    top = uint8_percentile(image, 99, mask)
     gain = min(MAX_GAIN, HEAD_TARGET / max(top, 1.0))
     if gain > 1.0:
         cropped = np.clip(np.rint(cropped.astype(np.float32) * np.float32(gain)), 0, 255).astype(np.uint8)
