@@ -16,6 +16,7 @@ from PySide6.QtWidgets import QApplication, QMessageBox
 from convnest_viewer.inference.classifier import Classifier
 from convnest_viewer.paths import demo_study_dir
 from convnest_viewer.ui.main_window import MainWindow
+from convnest_viewer.ui.series_browser import THUMB, SeriesBrowser
 from tests.paths import DICOM
 from tests.tiny_model import write_tiny_model
 
@@ -244,8 +245,12 @@ def test_the_whole_study_is_classified_in_the_background_and_summarised(qtbot, w
     card = window.state.card
     verdict = window.store.series_verdict(window.state.model_id, second, card)
     assert verdict.label in ("tumour", "no tumour"), "a finished series gets its verdict in the series list"
-    assert item_text.endswith("→ " + verdict.text(window.state.display_names))
-    tooltip = window.browser.item_tooltip(second.key)  # the panel may cut the line; its tooltip never does
+    assert window.browser.item_finding(second.key) == verdict.text(window.state.display_names)
+    # shown whole, broken onto lines at spaces to fit the panel's width (Qt would cut a long line off)
+    assert item_text.split("\n→ ", 1)[1].replace("\n", " ") == verdict.text(window.state.display_names)
+    metrics, panel_width = window.browser.tree.fontMetrics(), window.browser.tree.viewport().width()
+    assert all(metrics.horizontalAdvance(line) <= max(panel_width - THUMB, 80) for line in item_text.split("\n")[2:])
+    tooltip = window.browser.item_tooltip(second.key)
     assert f"→ {verdict.text(window.state.display_names)}\nSeries UID {second.uid}" in tooltip
     assert verdict.text(window.state.display_names) in window.panel.study_summary.text().replace("&nbsp;", " ")
 
@@ -433,3 +438,26 @@ def test_a_large_folder_shows_a_preview_slice_while_it_indexes_and_then_the_stud
     order.clear()
     _open(qtbot, window, DICOM / "ge-epi-4d")  # a study on screen stays until the next one has loaded
     assert [event[0] for event in order] == ["loaded"]
+
+
+def test_a_long_finding_is_wrapped_to_the_series_panel_width_not_cut_off(qtbot):
+    from convnest_viewer.io import load_study
+
+    browser = SeriesBrowser()
+    qtbot.addWidget(browser)
+    result = load_study([str(DICOM / "sagittal-mprage")])
+    browser.set_result(result)
+    browser.resize(260, 500)
+    browser.show()
+    qtbot.waitExposed(browser)
+    key = result.series[0].key
+    finding = "Tumour, type uncertain on slices 15-21 of 54 (glioma called; the model knows meningioma and pituitary only from T1c)"
+    browser.set_finding(key, finding)
+    lines = browser.item_text(key).split("\n")
+    finding_lines = lines[lines.index(next(line for line in lines if line.startswith("→ "))):]
+    assert len(finding_lines) > 1 and " ".join(finding_lines) == "→ " + finding
+    advance, width = browser.tree.fontMetrics().horizontalAdvance, browser.tree.viewport().width()
+    assert all(advance(line) <= width - THUMB for line in finding_lines)
+    browser.resize(900, 500)  # wider: fewer lines, the same words
+    qtbot.waitUntil(lambda: len(browser.item_text(key).split("\n")) < len(lines))
+    assert browser.item_finding(key) == finding and browser.item_text(key).endswith(finding.split()[-1])

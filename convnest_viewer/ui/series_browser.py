@@ -13,6 +13,7 @@ THUMB = 64
 FILE_COLUMN_MAX = 120  # pixels; the full path is in the file's tooltip
 _KEY_ROLE = Qt.ItemDataRole.UserRole
 _REASON_ROLE = Qt.ItemDataRole.UserRole + 1  # the reason unwrapped
+_FINDING_ROLE = Qt.ItemDataRole.UserRole + 2  # the model's finding for a series, unwrapped
 
 
 def series_label(series: Series) -> str:
@@ -113,13 +114,26 @@ class SeriesBrowser(QWidget):
         item = self._items.get(key)
         series = self._series.get(key)
         if item is not None and series is not None:
-            item.setText(0, f"{series_label(series)}\n→ {text}")
-            # the panel cuts a long finding at its width; the tooltip holds it whole
+            item.setData(0, _FINDING_ROLE, text)
+            self._wrap_finding(item, series)
             item.setToolTip(0, f"{series.description or '(no description)'}\n→ {text}\nSeries UID {series.uid}")
 
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
         self._wrap_reasons()
+        for key, item in self._items.items():
+            if item.data(0, _FINDING_ROLE):
+                self._wrap_finding(item, self._series[key])
+
+    def _wrap_finding(self, item: QTreeWidgetItem, series: Series) -> None:
+        """Show a series' label and its finding broken onto as many lines as the panel's width needs."""
+        depth, parent = 0, item.parent()
+        while parent is not None:
+            depth, parent = depth + 1, parent.parent()
+        # the text starts after the tree's indentation, the thumbnail and a few pixels of spacing
+        width = max(self.tree.viewport().width() - self.tree.indentation() * (depth + 1) - THUMB - 16, 80)
+        finding = wrap_text(f"→ {item.data(0, _FINDING_ROLE)}", width, self.tree.fontMetrics().horizontalAdvance)
+        item.setText(0, f"{series_label(series)}\n{finding}")
 
     def _wrap_reasons(self) -> None:
         """Break each reason onto as many lines as the reason column needs (Qt would cut it off)."""
@@ -130,9 +144,14 @@ class SeriesBrowser(QWidget):
             item.setText(1, wrap_text(item.data(1, _REASON_ROLE) or "", width, metrics.horizontalAdvance))
 
     def item_text(self, key: str) -> str:
-        """Return the text of a series' entry in the tree (its label and the model's finding), "" if unknown."""
+        """Return the text of a series' entry in the tree (its label and the model's finding, as wrapped), "" if unknown."""
         item = self._items.get(key)
         return item.text(0) if item is not None else ""
+
+    def item_finding(self, key: str) -> str:
+        """Return the model's finding shown for a series (unwrapped), "" if none yet."""
+        item = self._items.get(key)
+        return (item.data(0, _FINDING_ROLE) or "") if item is not None else ""
 
     def item_tooltip(self, key: str) -> str:
         """Return the tooltip of a series' entry in the tree (its whole finding once classified), "" if unknown."""
