@@ -5,7 +5,8 @@
 Each figure is measured in a fresh process (start-up, opening, peak memory) or over many repeats in one
 (slice changes, inference), with the bundled default model on the CPU unless --device says otherwise.
 Targets (issue 15) are printed beside the figures; nothing here is a test. The p90 column is the worse tail: the 90th
-percentile, or the 10th where higher is better (the pipeline ratio, measured in turns with the bare forward pass).
+percentile, or the 10th where higher is better (the pipeline ratio: five passes over the series, each batch timed
+bare and through the pipeline back to back).
 """
 
 from __future__ import annotations
