@@ -59,7 +59,7 @@ def uint8_histogram(values: np.ndarray, mask: np.ndarray | None = None) -> np.nd
     values = np.ascontiguousarray(values)
     if values.size == 0:
         return np.zeros(256, np.int64)
-    if values.dtype == np.uint8 and values.ndim <= 2 and values.size < 1 << 24:  # OpenCV's float32 counts are exact below 2**24 values
+    if values.dtype == np.uint8 and values.ndim <= 2 and values.size < 1 << 24:  # float32 counts: exact below 2**24
         selected = None if mask is None else np.ascontiguousarray(mask).view(np.uint8)
         return cv2.calcHist([values], [0], selected, [256], [0, 256]).ravel().astype(np.int64)
     return np.bincount((values if mask is None else values[mask]).ravel(), minlength=256)
