@@ -461,3 +461,33 @@ def test_a_long_finding_is_wrapped_to_the_series_panel_width_not_cut_off(qtbot):
     browser.resize(900, 500)  # wider: fewer lines, the same words
     qtbot.waitUntil(lambda: len(browser.item_text(key).split("\n")) < len(lines))
     assert browser.item_finding(key) == finding and browser.item_text(key).endswith(finding.split()[-1])
+
+
+def test_cycles_holding_qt_objects_are_collected_in_the_gui_thread_not_in_a_worker(qtbot, window):
+    import gc
+    import threading
+    import weakref
+
+    from PySide6.QtCore import QObject
+
+    assert not gc.isenabled(), "the window turns automatic collection off (a worker thread could run it)"
+
+    class Holder:
+        def __init__(self) -> None:
+            self.qobject = QObject()
+            self.itself = self  # a cycle: only the cyclic collector frees it
+
+    freed_in = []
+    holder = Holder()
+    weakref.finalize(holder, lambda: freed_in.append(threading.current_thread()))
+    del holder
+
+    def allocate() -> None:  # what a study loader does: many objects, which would start automatic collections
+        for _ in range(300_000):
+            [[]]
+
+    worker = threading.Thread(target=allocate)
+    worker.start()
+    worker.join()
+    qtbot.waitUntil(lambda: bool(freed_in), timeout=5000)  # the GUI thread's timer collects it
+    assert freed_in == [threading.main_thread()]

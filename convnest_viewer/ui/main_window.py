@@ -16,6 +16,7 @@ from convnest_viewer.results import ResultStore
 from convnest_viewer.session import InferenceSession
 from convnest_viewer.ui import settings as prefs
 from convnest_viewer.ui.dialogs import DialogsMixin
+from convnest_viewer.ui.gui_thread_gc import collect_garbage_in_gui_thread
 from convnest_viewer.ui.overlay_control import OverlayMixin
 from convnest_viewer.ui.inference_worker import InferenceWorker
 from convnest_viewer.ui.model_dock import DISCLAIMER, ModelDock
@@ -46,6 +47,7 @@ class MainWindow(StudyOpeningMixin, DialogsMixin, OverlayMixin, QMainWindow):
 
     def __init__(self, model_dir: Path | None = None, device: str | None = None) -> None:
         super().__init__()
+        collect_garbage_in_gui_thread()  # never in the loader or inference threads (Qt objects die in this thread)
         self.setWindowTitle(f"ConvNeXt Brain MRI Viewer {__version__}")
         self.resize(1400, 900)
         self.setAcceptDrops(True)
