@@ -130,7 +130,7 @@ def session(series_path: str, device: str) -> dict:
 
     from convnest_viewer.batch import classify_positions
 
-    positions = [(0, i) for i in range(series.n_slices)]
+    positions = [(item.volume, item.index) for item in prepared]  # the rows of `batch`, slice for slice
 
     def bare_forward(start: int) -> float:
         with torch.inference_mode():
