@@ -1,4 +1,5 @@
-"""Training commands: pack, audit, train, evaluate, scan-eval, gate-fit, explain-eval, ablate, benchmark, export
+"""Training commands: pack, audit, train, evaluate, scan-eval, gate-fit, explain-eval, ablate, benchmark, export,
+carry-pack, carry-back, import-run
 (also `python -m training`)."""
 
 from __future__ import annotations
@@ -117,6 +118,30 @@ def add_training_parsers(commands) -> None:
         bench.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     bench.set_defaults(handler=_run_benchmark)
 
+    carry = commands.add_parser("carry-pack", help="write the training side of a pack, compressed, with its split, "
+                                                   "to carry to a lent GPU machine")
+    carry.add_argument("data", type=Path, help="the full packed .npz (its held-out tests stay here)")
+    carry.add_argument("--out", type=Path, required=True, help="output .npz (its split is written beside it, .split.json)")
+    carry.add_argument("--codec", default="webp", help="image codec: webp (default) or jpeg")
+    carry.add_argument("--quality", type=int, default=40, help="codec quality (default 40)")
+    for name in ("source", "val_fraction", "seed", "holdout_institutions", "train_sources"):
+        value = getattr(defaults, name)
+        carry.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value,
+                           help="as for train: decides the split" if name == "source" else None)
+    carry.set_defaults(handler=_run_carry_pack)
+
+    back = commands.add_parser("carry-back", help="write a run's final weights (fp16 shards under 15 MiB) and its "
+                                                  "config and log (run.tar.gz), to bring back from a GPU machine")
+    back.add_argument("--run", type=Path, required=True)
+    back.add_argument("--out", type=Path, required=True, help="folder for the files")
+    back.set_defaults(handler=_run_carry_back)
+
+    imported = commands.add_parser("import-run", help="rebuild a run folder from carry-back's files (evaluate and "
+                                                      "export read it; it cannot resume)")
+    imported.add_argument("files", type=Path, help="the folder holding carry-back's files")
+    imported.add_argument("--run", type=Path, required=True, help="run folder to create")
+    imported.set_defaults(handler=_run_import_run)
+
     export = commands.add_parser("export", help="export a run as an app model folder")
     export.add_argument("data", type=Path, help="the packed .npz the run trained on")
     export.add_argument("--run", type=Path, required=True)
@@ -182,15 +207,20 @@ def _run_audit(args) -> int:
 
 
 def _run_train(args) -> int:
+    from training.carry import split_path
     from training.data import PackedDataset
-    from training.train import Trainer, TrainConfig
+    from training.train import Trainer, TrainConfig, TrainSplit
 
     values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.name != "augment"}
     config = TrainConfig(**values)
     if args.resume and (args.run / "config.json").is_file():
         config = TrainConfig.from_dict(json.loads((args.run / "config.json").read_text()))
     data = PackedDataset.load(args.data)
-    trainer = Trainer(config, data, args.run)
+    split = None
+    if split_path(args.data).is_file() and not (args.run / "split.json").is_file():
+        split = TrainSplit.from_json(json.loads(split_path(args.data).read_text()))  # a carried pack's own split
+        print(f"training on the split of {split_path(args.data)}", file=sys.stderr)
+    trainer = Trainer(config, data, args.run, split=split)
     if args.resume and trainer.load_checkpoint():
         print(f"resuming {args.run} after epoch {trainer.epoch}", file=sys.stderr)
     history = trainer.fit(stop_after_epochs=args.stop_after)
@@ -299,6 +329,37 @@ def _run_export(args) -> int:
 
     folder = export_run(args.run, args.report, args.name, args.dest or models_dir(), args.default, PackedDataset.load(args.data))
     print(f"exported {folder}")
+    return 0
+
+
+def _run_carry_pack(args) -> int:
+    from training.carry import carry_pack, split_path
+    from training.data import PackedDataset
+    from training.train import TrainConfig
+
+    config = TrainConfig(source=args.source, val_fraction=args.val_fraction, seed=args.seed,
+                         holdout_institutions=args.holdout_institutions, train_sources=args.train_sources)
+    data = PackedDataset.load(args.data)
+    carried, split = carry_pack(data, config)
+    path = carried.save(args.out, jpeg_quality=args.quality, codec=args.codec)
+    split_path(path).write_text(json.dumps(split.to_json()))
+    print(f"carried {len(carried)} of {len(data)} images ({len(split.train)} training, {len(split.val)} validation) "
+          f"into {path} ({path.stat().st_size / 2**20:.1f} MiB) and {split_path(path)}")
+    return 0
+
+
+def _run_carry_back(args) -> int:
+    from training.carry import carry_back
+
+    for path in carry_back(args.run, args.out):
+        print(f"{path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    return 0
+
+
+def _run_import_run(args) -> int:
+    from training.carry import import_run
+
+    print(f"imported {import_run(args.files, args.run)} (weights only)")
     return 0
 
 

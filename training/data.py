@@ -130,6 +130,7 @@ def _thumb(gray: np.ndarray) -> np.ndarray:
     return cv2.resize(gray, (THUMB_SIZE, THUMB_SIZE), interpolation=cv2.INTER_AREA)
 
 
+IMAGE_CODECS = {"jpeg": (".jpg", "IMWRITE_JPEG_QUALITY"), "webp": (".webp", "IMWRITE_WEBP_QUALITY")}
 META_TEXT = ("case", "institution", "sequence", "plane", "synthetic")
 META_INT = ("slice_index", "slice_count")
 
@@ -180,8 +181,8 @@ class PackedDataset:
                              self.paths[pick], self.thumbs[pick], self.size, self.preprocessing,
                              {k: v[pick] for k, v in self.meta.items()})
 
-    def save(self, path: Path, jpeg_quality: int | None = None) -> Path:
-        """Write one compact .npz (no pickles); JPEG-compress the images when a quality is given."""
+    def save(self, path: Path, jpeg_quality: int | None = None, codec: str = "jpeg") -> Path:
+        """Write one compact .npz (no pickles); compress the images (JPEG or WebP) when a quality is given."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = dict(labels=self.labels.astype(np.int8), split=self.split, source=self.source, paths=self.paths,
@@ -189,12 +190,15 @@ class PackedDataset:
                       size=np.array(self.size), preprocessing=np.array(self.preprocessing),
                       **{f"meta_{k}": v for k, v in self.meta.items()})
         if jpeg_quality:
+            if codec not in IMAGE_CODECS:
+                raise ValueError(f"{path}: unknown image codec {codec!r}; choose one of {', '.join(IMAGE_CODECS)}")
             import cv2
 
-            blobs = [cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])[1].ravel() for image in self.images]
+            suffix, flag = IMAGE_CODECS[codec]
+            blobs = [cv2.imencode(suffix, image, [getattr(cv2, flag), jpeg_quality])[1].ravel() for image in self.images]
             arrays["jpeg_offsets"] = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
-            arrays["jpeg_bytes"] = np.concatenate(blobs) if blobs else np.zeros(0, np.uint8)
-            np.savez_compressed(path, **arrays)  # the thumbnails and paths shrink; JPEG bytes stay as they are
+            arrays["jpeg_bytes"] = np.concatenate(blobs) if blobs else np.zeros(0, np.uint8)  # JPEG or WebP bytes
+            np.savez_compressed(path, **arrays)  # the thumbnails and paths shrink; the image bytes stay as they are
         else:
             arrays["images"] = self.images
             np.savez(path, **arrays)
@@ -209,7 +213,7 @@ class PackedDataset:
             else:
                 import cv2
 
-                offsets, blob = data["jpeg_offsets"], data["jpeg_bytes"]
+                offsets, blob = data["jpeg_offsets"], data["jpeg_bytes"]  # imdecode tells JPEG from WebP
                 images = np.stack([cv2.imdecode(blob[offsets[i]:offsets[i + 1]], cv2.IMREAD_GRAYSCALE)
                                    for i in range(len(offsets) - 1)])
             meta = {k[len("meta_"):]: data[k] for k in data.files if k.startswith("meta_")}

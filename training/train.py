@@ -21,7 +21,7 @@ from convnest_viewer.inference.card import ModelCard, PreprocessSpec, default_cl
 from convnest_viewer.inference.factory import create_classifier
 from convnest_viewer.inference.preprocess import normalize_uint8
 from training.augment import AugmentConfig, augment
-from training.data import PackedDataset
+from training.data import THUMB_SIZE, PackedDataset
 from training.dedup import NEAR_DUPLICATE, duplicate_groups, near_duplicate_pairs
 from training.splits import group_split
 
@@ -57,6 +57,7 @@ class TrainConfig:
     epoch_images: int = 0  # images drawn per epoch (0: as many as there are training images)
     sequence_augment: bool = True  # random intensity curves, bias field, blur, resolution, noise
     init_from: str = ""  # a model folder (card + safetensors) whose weights start the run ("": from scratch)
+    time_budget: float = 0.0  # seconds this run may train: epochs are cut to fit, from the second epoch's time (0: none)
     augment: AugmentConfig | None = None  # None: the default recipe (sequence contrast per sequence_augment)
 
     def __post_init__(self) -> None:
@@ -95,6 +96,11 @@ class TrainSplit:
     def to_json(self) -> dict:
         """Return the split as lists of indices."""
         return {k: getattr(self, k).tolist() for k in ("train", "val", "test")}
+
+    @classmethod
+    def from_json(cls, raw: dict) -> "TrainSplit":
+        """Rebuild a split saved with to_json()."""
+        return cls(**{k: np.array(raw.get(k, []), dtype=np.int64) for k in ("train", "val", "test")})
 
 
 def make_split(data: PackedDataset, config: TrainConfig) -> TrainSplit:
@@ -139,6 +145,9 @@ def make_split(data: PackedDataset, config: TrainConfig) -> TrainSplit:
 
 
 def _folder_split(data: PackedDataset, indices: np.ndarray, config: TrainConfig) -> tuple[np.ndarray, ...]:
+    if data.thumbs.shape[1:] != (THUMB_SIZE, THUMB_SIZE):
+        raise ValueError("this pack was carried without thumbnails, so its split cannot be recomputed: train it with "
+                         "the split written beside it (.split.json)")
     official_train = indices[data.split[indices] == "train"]
     official_test = indices[data.split[indices] == "test"]
     groups = duplicate_groups(len(official_train), near_duplicate_pairs(data.thumbs[official_train], NEAR_DUPLICATE))
@@ -197,7 +206,7 @@ class Trainer:
             split_file.write_text(json.dumps(split.to_json()))
         elif split_file.is_file():
             raw = json.loads(split_file.read_text())
-            self.split = TrainSplit(**{k: np.array(v, dtype=np.int64) for k, v in raw.items()})
+            self.split = TrainSplit.from_json(raw)
         else:
             self.split = make_split(data, config)
             split_file.write_text(json.dumps(self.split.to_json()))
@@ -210,22 +219,42 @@ class Trainer:
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         from timm.optim import create_optimizer_v2
-        from timm.scheduler import CosineLRScheduler
         from timm.utils import ModelEmaV3
 
         self.optimizer = create_optimizer_v2(self.model, opt=config.optimizer, lr=config.lr, weight_decay=config.weight_decay)
         self.epoch_images = config.epoch_images or len(self.split.train)
         self.steps_per_epoch = max(1, self.epoch_images // config.batch_size)
         self.draw_weights = torch.from_numpy(sampling_weights(data, self.split.train, config)) if config.balance else None
-        total = self.steps_per_epoch * config.epochs
-        self.scheduler = CosineLRScheduler(self.optimizer, t_initial=total, lr_min=config.lr * 1e-3,
-                                           warmup_t=int(config.warmup_epochs * self.steps_per_epoch),
-                                           warmup_lr_init=config.lr * 1e-3, warmup_prefix=True, t_in_epochs=False)
+        self.scheduler = self._make_scheduler()
         self.ema = ModelEmaV3(self.model, decay=config.ema_decay) if config.ema_decay > 0 else None
         self.images = torch.from_numpy(data.images).unsqueeze(1).to(self.device)  # uint8 stays compact
         self.labels = torch.from_numpy(data.labels).to(self.device)
         self.epoch = 0
         self.history: list[dict] = []
+        self.weights_only = False
+
+    def _make_scheduler(self):
+        """Return the cosine schedule with warm-up over the configured epochs, stepped per batch."""
+        from timm.scheduler import CosineLRScheduler
+
+        config = self.config
+        return CosineLRScheduler(self.optimizer, t_initial=self.steps_per_epoch * config.epochs, lr_min=config.lr * 1e-3,
+                                 warmup_t=int(config.warmup_epochs * self.steps_per_epoch),
+                                 warmup_lr_init=config.lr * 1e-3, warmup_prefix=True, t_in_epochs=False)
+
+    def _cut_to_time_budget(self, elapsed: float, epoch_seconds: float) -> None:
+        """Lower the configured epochs so that the run ends within config.time_budget seconds (never raises them)."""
+        config = self.config
+        remaining = max(0, int((config.time_budget - elapsed) // max(epoch_seconds, 1e-6)))
+        planned = max(self.epoch, min(config.epochs, self.epoch + remaining))
+        if planned >= config.epochs:
+            return
+        config.epochs = planned
+        self.scheduler = self._make_scheduler()  # the cosine now ends with the cut run
+        self.scheduler.step_update(self.epoch * self.steps_per_epoch)
+        (self.run_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
+        print(f"time budget {config.time_budget:g} s: {planned} epoch(s) in all (the last took {epoch_seconds:.1f} s, "
+              f"{elapsed:.0f} s so far)", file=sys.stderr, flush=True)
 
     @classmethod
     def from_run(cls, run_dir: Path, data: PackedDataset) -> "Trainer":
@@ -243,8 +272,12 @@ class Trainer:
 
     def fit(self, stop_after_epochs: int | None = None, progress: bool = True) -> list[dict]:
         """Train until the configured epochs (or stop early after some, to resume later)."""
+        if self.weights_only and self.epoch < self.config.epochs:
+            raise ValueError(f"{self.run_dir}: a weights-only run (carried back from another machine) cannot resume training")
         last = self.config.epochs if stop_after_epochs is None else min(self.config.epochs, self.epoch + stop_after_epochs)
-        while self.epoch < last:
+        started, first = time.time(), self.epoch
+        while self.epoch < min(last, self.config.epochs):
+            epoch_started = time.time()
             record = self._train_epoch(progress)
             self.epoch += 1
             record.update(epoch=self.epoch, **self._validate())
@@ -253,6 +286,10 @@ class Trainer:
             self.save_checkpoint()
             if progress:
                 print(_epoch_line(record), file=sys.stderr, flush=True)
+            elapsed = time.time() - started
+            # the first epoch carries start-up costs (kernel tuning, caches): plan from the second
+            if self.config.time_budget > 0 and (self.epoch - first >= 2 or elapsed > self.config.time_budget / 2):
+                self._cut_to_time_budget(elapsed, time.time() - epoch_started)
         return self.history
 
     def _train_epoch(self, progress: bool) -> dict:
@@ -360,8 +397,10 @@ class Trainer:
         self.model.load_state_dict(load_file(str(folder / "model.safetensors"), device=str(self.device)))
         if self.ema is not None:
             self.ema.module.load_state_dict(load_file(str(folder / "ema.safetensors"), device=str(self.device)))
-        tensors = load_file(str(folder / "optimizer.safetensors"), device=str(self.device))
-        self.optimizer.load_state_dict(_unflatten_optimizer(tensors, state["param_groups"]))
+        self.weights_only = bool(state.get("weights_only"))  # carried back from another machine: no optimizer state
+        if not self.weights_only:
+            tensors = load_file(str(folder / "optimizer.safetensors"), device=str(self.device))
+            self.optimizer.load_state_dict(_unflatten_optimizer(tensors, state["param_groups"]))
         self.epoch, self.history = int(state["epoch"]), state["history"]
         self.scheduler.step_update(self.epoch * self.steps_per_epoch)
         return True
