@@ -1,11 +1,14 @@
 """The study verdict: per series and per study, which finding, on which contiguous slices, how confident; no Qt.
 
 Only slices the model's gate assessed count. A series reads "tumour" when at least `MIN_RUN` neighbouring
-assessed slices are called a tumour class; its finding is the run with the highest mean tumour probability
+assessed slices are called a tumour class, "equivocal" when there is no such run but most of its assessed slices
+are called a tumour class (scattered calls, or a short series), else "no tumour"; its finding is the run with the
+highest mean tumour probability
 (1 - p(no finding), the class the model card marks as such). The type is the run's majority class, or "type uncertain" when fewer than `MIN_TYPE_SHARE`
 of its slices agree, or when the series' contrast (guessed from its names) is one the model never saw that type on
 (the card lists each class's trained contrasts). A study whose series disagree (one reads tumour, another no
-tumour) is "indeterminate". Series of different studies (or patients) opened together get one verdict per study.
+tumour, or one equivocal and none tumour) is "indeterminate"; a study of equivocal series alone is "equivocal".
+Series of different studies (or patients) opened together get one verdict per study.
 """
 
 from __future__ import annotations
@@ -40,11 +43,12 @@ class Finding:
 class SeriesVerdict:
     """What one series (one volume) says: tumour, no tumour, not assessed, or pending."""
 
-    label: str  # "tumour" | "no tumour" | "not assessed" | "pending"
+    label: str  # "tumour" | "equivocal" | "no tumour" | "not assessed" | "pending"
     finding: Finding | None = None
     assessed: int = 0
     total: int = 0
-    confidence: float | None = None  # tumour: the finding's; no tumour: mean no-finding probability
+    confidence: float | None = None  # tumour: the finding's; no tumour and equivocal: mean no-finding probability
+    called_tumour: int = 0  # assessed slices called a tumour class
 
     def text(self, display_names: dict[str, str]) -> str:
         """Return the verdict in a few words, e.g. "Glioma on slices 12-20 (87%)"."""
@@ -54,6 +58,9 @@ class SeriesVerdict:
             return f"not assessed ({self.assessed} of {self.total} slices assessed)"
         if self.label == "no tumour":
             return f"no tumour ({self.assessed} slices assessed, {self.confidence:.0%})"
+        if self.label == "equivocal":
+            return (f"equivocal: tumour on {self.called_tumour} of {self.assessed} assessed slices, "
+                    f"never {MIN_RUN} neighbouring")
         finding = self.finding
         if finding.class_id:
             kind = display_names.get(finding.class_id, finding.class_id)
@@ -66,7 +73,7 @@ class SeriesVerdict:
 class StudyVerdict:
     """The study's verdict from its series' verdicts: tumour, no tumour, indeterminate or not assessed."""
 
-    label: str  # "tumour" | "no tumour" | "indeterminate" | "not assessed" | "pending"
+    label: str  # "tumour" | "no tumour" | "equivocal" | "indeterminate" | "not assessed" | "pending"
     class_id: str | None = None  # tumour type when every tumour series agrees on it
     series: dict[str, SeriesVerdict] = field(default_factory=dict)
 
@@ -76,10 +83,14 @@ class StudyVerdict:
             kind = display_names.get(self.class_id, self.class_id) if self.class_id else "tumour, type uncertain"
             count = sum(v.label == "tumour" for v in self.series.values())
             return f"{kind} ({count} series)" if self.class_id else f"Tumour, type uncertain ({count} series)"
+        count = {label: sum(v.label == label for v in self.series.values()) for label in ("tumour", "equivocal", "no tumour")}
         if self.label == "indeterminate":
-            tumour = sum(v.label == "tumour" for v in self.series.values())
-            clear = sum(v.label == "no tumour" for v in self.series.values())
-            return f"Indeterminate: {tumour} series read tumour, {clear} read no tumour"
+            parts = [f"{count['tumour']} series read tumour" if count["tumour"] else "",
+                     f"{count['equivocal']} series equivocal" if count["equivocal"] else "",
+                     f"{count['no tumour']} read no tumour"]
+            return "Indeterminate: " + ", ".join(part for part in parts if part)
+        if self.label == "equivocal":
+            return f"Equivocal ({count['equivocal']} series)"
         return {"no tumour": "No tumour", "not assessed": "Not assessed", "pending": "Not classified yet"}[self.label]
 
 
@@ -109,8 +120,9 @@ def series_verdict(probabilities: np.ndarray, class_ids: Sequence[str], no_findi
                 runs.append((start, position))
             start = None
     if not runs:
-        return SeriesVerdict("no tumour", assessed=len(rows), total=total,
-                             confidence=float(probabilities[rows, normal].mean()))
+        called = int((predicted != normal).sum())
+        return SeriesVerdict("equivocal" if called > len(rows) / 2 else "no tumour", assessed=len(rows), total=total,
+                             confidence=float(probabilities[rows, normal].mean()), called_tumour=called)
     start, stop = max(runs, key=lambda run: tumour_probability[run[0]:run[1]].mean())
     classes, counts = np.unique(predicted[start:stop], return_counts=True)
     majority = class_ids[int(classes[int(np.argmax(counts))])]
@@ -123,7 +135,7 @@ def series_verdict(probabilities: np.ndarray, class_ids: Sequence[str], no_findi
         key_slice=int(rows[start + int(np.argmax(tumour_probability[start:stop]))]),
         called=majority if note else None, type_note=note,
     )
-    return SeriesVerdict("tumour", finding, len(rows), total, finding.confidence)
+    return SeriesVerdict("tumour", finding, len(rows), total, finding.confidence, int((predicted != normal).sum()))
 
 
 def unseen_contrast_note(class_id: str, contrast: str, trained_contrasts: Mapping[str, Sequence[str]]) -> str:
@@ -137,18 +149,19 @@ def unseen_contrast_note(class_id: str, contrast: str, trained_contrasts: Mappin
 
 
 def study_verdict(verdicts: dict[str, SeriesVerdict]) -> StudyVerdict:
-    """Return the study's verdict: tumour or no tumour when its judged series agree, else indeterminate."""
+    """Return the study's verdict: tumour or no tumour when its judged series agree (an equivocal series does not
+    contradict a tumour), equivocal when all of them are, else indeterminate."""
     labels = {v.label for v in verdicts.values()}
     if not verdicts or labels <= {"pending"}:
         return StudyVerdict("pending", series=verdicts)
-    judged = [v for v in verdicts.values() if v.label in ("tumour", "no tumour")]
+    judged = {v.label for v in verdicts.values() if v.label in ("tumour", "equivocal", "no tumour")}
     if not judged:
         return StudyVerdict("pending" if "pending" in labels else "not assessed", series=verdicts)
-    if {v.label for v in judged} == {"tumour", "no tumour"}:
+    if judged >= {"tumour", "no tumour"} or judged == {"equivocal", "no tumour"}:
         return StudyVerdict("indeterminate", series=verdicts)
-    if judged[0].label == "no tumour":
-        return StudyVerdict("no tumour", series=verdicts)
-    types = {v.finding.class_id for v in judged}
+    if judged in ({"no tumour"}, {"equivocal"}):
+        return StudyVerdict(judged.pop(), series=verdicts)
+    types = {v.finding.class_id for v in verdicts.values() if v.label == "tumour"}
     return StudyVerdict("tumour", types.pop() if len(types) == 1 else None, verdicts)
 
 

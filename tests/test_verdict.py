@@ -57,6 +57,25 @@ def test_the_study_is_indeterminate_when_series_disagree():
     assert study_verdict({"a": SeriesVerdict("pending")}).label == "pending"
 
 
+def test_scattered_tumour_calls_on_most_assessed_slices_read_equivocal_not_no_tumour():
+    # the demo's meningioma series: the gate withholds three slices, two of the other three are called tumour
+    table = _table(GLIOMA, MENINGIOMA, MENINGIOMA, MENINGIOMA, MENINGIOMA, NORMAL)
+    withheld = np.array([False, True, True, False, True, False])
+    equivocal = series_verdict(table, CLASSES, "notumor", withheld)
+    assert equivocal.label == "equivocal" and equivocal.finding is None
+    assert (equivocal.called_tumour, equivocal.assessed) == (2, 3)
+    assert equivocal.text({}) == "equivocal: tumour on 2 of 3 assessed slices, never 3 neighbouring"
+    half = series_verdict(_table(NORMAL, GLIOMA, NORMAL, GLIOMA, GLIOMA, NORMAL), CLASSES, "notumor")
+    assert half.label == "no tumour", "half the slices or fewer, scattered: no tumour, as before"
+    tumour = series_verdict(_table(NORMAL, GLIOMA, GLIOMA, GLIOMA, NORMAL), CLASSES, "notumor")
+    clear = series_verdict(_table(NORMAL, NORMAL, NORMAL, NORMAL), CLASSES, "notumor")
+    assert study_verdict({"a": equivocal, "b": tumour}).text({"glioma": "Glioma"}) == "Glioma (1 series)"
+    assert study_verdict({"a": equivocal, "b": clear}).text({}) == "Indeterminate: 1 series equivocal, 1 read no tumour"
+    assert study_verdict({"a": equivocal, "b": tumour, "c": clear}).text({}) == \
+        "Indeterminate: 1 series read tumour, 1 series equivocal, 1 read no tumour"
+    assert study_verdict({"a": equivocal, "b": SeriesVerdict("not assessed")}).text({}) == "Equivocal (1 series)"
+
+
 def test_a_type_the_model_never_saw_on_the_series_contrast_reads_type_uncertain():
     table = _table(NORMAL, MENINGIOMA, MENINGIOMA, MENINGIOMA, MENINGIOMA, NORMAL)
     trained = {"glioma": ("flair", "t1", "t1c"), "meningioma": ("t1c",)}
