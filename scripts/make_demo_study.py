@@ -2,9 +2,9 @@
 
 Run as ``.venv/bin/python scripts/make_demo_study.py [--out DIR]`` (default ``resources/demo/``).
 
-The study has one (fictitious) patient, one study and four MR series, one per class
-(glioma, meningioma, notumor, pituitary), each holding the first six "Te-" images of that
-class in natural file-name order as axial slices. The output is deterministic: UIDs are
+Four fictitious example patients, one per class (glioma, meningioma, notumor, pituitary), each with
+one study of one MR series holding the first six "Te-" images of that class in natural file-name
+order as axial slices: the viewer gives each example its own study verdict. The output is deterministic: UIDs are
 derived from fixed strings and no dates or times depend on the clock, so re-running the
 script reproduces the same files. Every file names its source image in ImageComments and
 DerivationDescription; ``<out>/README.md`` lists them all.
@@ -33,11 +33,11 @@ DEFAULT_OUT = REPO / "resources" / "demo"
 CLASSES = ("glioma", "meningioma", "notumor", "pituitary")
 SLICES_PER_SERIES = 6
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
-UID_SEED = "convnest_viewer demo study v1"
+UID_SEED = "convnest_viewer demo study v2"
 STORED_SCALE = 4  # stored value = 4 * gray, 0..1020 in 12 bits
 SLICE_STEP_MM = 5.0
 DATASET_CREDIT = "brain-tumor-mri dataset (Nickparvar, Kaggle 'Brain Tumor MRI Dataset')"
-STUDY_DESCRIPTION = "ConvNeXt viewer demo study"
+STUDY_DESCRIPTION = "ConvNeXt viewer demo: {} examples"
 
 
 @dataclass(frozen=True)
@@ -121,20 +121,30 @@ def file_meta(sop_uid: str) -> FileMetaDataset:
     return meta
 
 
-def add_patient_study(ds: Dataset) -> None:
-    """Set the patient and study attributes shared by every file."""
-    ds.PatientName = "DEMO^Anonymous"
-    ds.PatientID = "DEMO-0001"
+def patient_name(source: SourceImage) -> str:
+    """Return the placeholder PatientName of the source's example patient (names the class)."""
+    return f"DEMO^{source.class_name.capitalize()} examples"
+
+
+def patient_id(source: SourceImage) -> str:
+    """Return the placeholder PatientID of the source's example patient."""
+    return f"DEMO-{source.series_number:04d}"
+
+
+def add_patient_study(ds: Dataset, source: SourceImage) -> None:
+    """Set the attributes of the source's example patient and its one study."""
+    ds.PatientName = patient_name(source)
+    ds.PatientID = patient_id(source)
     ds.PatientBirthDate = ""
     ds.PatientSex = ""
     ds.PatientIdentityRemoved = "YES"
-    ds.StudyInstanceUID = demo_uid("study")
+    ds.StudyInstanceUID = demo_uid("study", source.series_number, source.class_name)
     ds.StudyDate = "20260101"
     ds.StudyTime = "120000"
-    ds.StudyID = "DEMO"
+    ds.StudyID = f"DEMO{source.series_number}"
     ds.AccessionNumber = ""
     ds.ReferringPhysicianName = ""
-    ds.StudyDescription = STUDY_DESCRIPTION
+    ds.StudyDescription = STUDY_DESCRIPTION.format(source.class_name)
 
 
 def add_series(ds: Dataset, source: SourceImage) -> None:
@@ -220,7 +230,7 @@ def build_dataset(source: SourceImage) -> Dataset:
     ds.SpecificCharacterSet = "ISO_IR 100"
     ds.SOPClassUID = MR_IMAGE_STORAGE
     ds.SOPInstanceUID = sop_uid
-    add_patient_study(ds)
+    add_patient_study(ds, source)
     add_series(ds, source)
     add_image(ds, source)
     add_geometry(ds, source)
@@ -250,9 +260,12 @@ of the {DATASET_CREDIT}; re-running the script reproduces these files exactly (s
 
 ## Contents
 
-- One fictitious patient (`DEMO^Anonymous`, ID `DEMO-0001`, no birth date), one study
-  ("{STUDY_DESCRIPTION}", 2026-01-01), four MR series, one per class of the dataset:
-  1 glioma, 2 meningioma, 3 notumor, 4 pituitary. Each series has {SLICES_PER_SERIES} slices: the first
+- Four fictitious example patients, one per class of the dataset (`DEMO^Glioma examples`,
+  ID `DEMO-0001`; `DEMO^Meningioma examples`, `DEMO-0002`; `DEMO^Notumor examples`, `DEMO-0003`;
+  `DEMO^Pituitary examples`, `DEMO-0004`; no birth dates), each with one study
+  ("{STUDY_DESCRIPTION.format('glioma')}", ..., 2026-01-01) of one MR series: 1 glioma,
+  2 meningioma, 3 notumor, 4 pituitary. The viewer gives each its own study verdict.
+  Each series has {SLICES_PER_SERIES} slices: the first
   {SLICES_PER_SERIES} images whose names start with `Te-` in the class's `Testing/` folder, in natural
   file-name order.
 - Files: `series_<n>_<class>/slice_<k>.dcm`, MR Image Storage, 224 x 224 pixels, transfer syntax

@@ -12,6 +12,8 @@ import numpy as np
 import pydicom
 import pytest
 
+from convnest_viewer.verdict import studies_of
+
 from convnest_viewer.io import load_study
 from convnest_viewer.io.pixels import apply_window
 from tests.paths import BRAIN_TUMOR_MRI, REPO
@@ -64,9 +66,12 @@ def test_demo_loads_as_four_series_of_six(demo):
     for series, class_name in zip(demo.series, CLASSES):
         assert class_name in series.description
         assert series.rows == series.columns == 224
-    assert len({s.study.uid for s in demo.series}) == 1
+    # four example patients, one study each: the viewer gives every example its own study verdict
+    assert len({s.study.uid for s in demo.series}) == 4
     assert len({s.uid for s in demo.series}) == 4
-    assert len({s.patient.key for s in demo.series}) == 1
+    assert len({s.patient.key for s in demo.series}) == 4
+    assert [s.study.description for s in demo.series] == [f"ConvNeXt viewer demo: {c} examples" for c in CLASSES]
+    assert [len(study) for study in studies_of(demo.series)] == [1, 1, 1, 1]
     assert [(skip.path.name, skip.reason) for skip in demo.skipped] == [("README.md", "not a DICOM file")]
 
 

@@ -235,3 +235,26 @@ def test_series_of_two_studies_opened_together_get_a_verdict_each_in_the_viewer_
     assert report.count("<strong>") == 2 and "Study 1 of 2" in report and "Study 2 of 2" in report
     one_study = study_summary_html(type(result)(series=[flair, t1c]), store, "m", card)
     assert one_study.startswith("<b>Study verdict:</b>") and "Study 1 of" not in one_study
+
+
+def test_the_study_verdicts_scroll_in_the_model_panel_when_they_do_not_fit(qtbot):
+    from convnest_viewer.ui.probability_panel import ProbabilityPanel
+
+    panel = ProbabilityPanel()
+    qtbot.addWidget(panel)
+    panel.resize(340, 520)
+    panel.show()
+    qtbot.waitExposed(panel)
+    few = "<b>Study verdict:</b> No tumour<br><small>1 of 1 series classified</small>"
+    panel.set_study_summary(few)
+    qtbot.wait(50)
+    assert panel.study_scroll.verticalScrollBar().maximum() == 0, "one study: shown whole, no scrolling"
+    many = "".join(f"<b>Study {i} of 12 (MR BRAIN) verdict:</b> Glioma (1 series)<br><small>1 of 1 series classified<br>"
+                   f"{i}: T2 AXIAL: Glioma on slices 4-9 (88%)</small><br>" for i in range(1, 13))
+    panel.set_study_summary(many)
+    qtbot.wait(50)
+    bar = panel.study_scroll.verticalScrollBar()
+    assert bar.maximum() > 0, "twelve studies do not fit: the verdicts scroll rather than being cut off"
+    assert panel.plot.height() >= 170 and panel.study_scroll.geometry().bottom() <= panel.height()
+    bar.setValue(bar.maximum())
+    assert panel.study_summary.height() > panel.study_scroll.viewport().height()

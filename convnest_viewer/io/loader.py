@@ -209,7 +209,9 @@ def build_dicom_series(records: Sequence[tuple[int, DicomRecord]]) -> tuple[list
         )
         origin = min(origin for origin, _ in members)
         result.append((origin, series))
-    result.sort(key=lambda pair: (pair[0], pair[1].study.uid, pair[1].number if pair[1].number is not None else 1 << 30, pair[1].key))
+    # per input path: patients by ID, their studies by date, then series by number (UIDs only break ties)
+    result.sort(key=lambda pair: (pair[0], pair[1].patient.key, pair[1].study.date, pair[1].study.time, pair[1].study.uid,
+                                  pair[1].number if pair[1].number is not None else 1 << 30, pair[1].key))
     return result, duplicates
 
 

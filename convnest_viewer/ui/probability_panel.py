@@ -6,8 +6,8 @@ from html import escape as html_escape
 
 import numpy as np
 from convnest_viewer.ui.pyqtgraph_import import pyqtgraph as pg
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QGridLayout, QLabel, QProgressBar, QVBoxLayout, QWidget
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtWidgets import QFrame, QGridLayout, QLabel, QProgressBar, QScrollArea, QVBoxLayout, QWidget
 
 from convnest_viewer.inference.card import ClassInfo
 from convnest_viewer.results import summarize
@@ -19,6 +19,24 @@ def class_colour(info: ClassInfo, index: int) -> tuple[int, int, int]:
     """Return a class's display colour as RGB: the card's, else one of a fixed palette by output position."""
     text = info.colour or _FALLBACK_COLOURS[index % len(_FALLBACK_COLOURS)]
     return int(text[1:3], 16), int(text[3:5], 16), int(text[5:7], 16)
+
+
+class FittingScrollArea(QScrollArea):
+    """A scroll area as tall as its word-wrapped text when there is room, scrolling when there is not."""
+
+    def __init__(self, content: QWidget, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWidget(content)
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+
+    def sizeHint(self) -> QSize:
+        """Return the content's height at the current width (all of the text, unscrolled)."""
+        content = self.widget()
+        width = max(self.viewport().width(), 50)
+        height = content.heightForWidth(width) if content.hasHeightForWidth() else content.sizeHint().height()
+        return QSize(content.sizeHint().width(), max(height, 0) + 2 * self.frameWidth())
 
 
 class ProbabilityPanel(QWidget):
@@ -70,7 +88,9 @@ class ProbabilityPanel(QWidget):
         self.study_summary = QLabel("")
         self.study_summary.setWordWrap(True)
         self.study_summary.setTextFormat(Qt.TextFormat.RichText)
-        layout.addWidget(self.study_summary)
+        self.study_summary.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        self.study_scroll = FittingScrollArea(self.study_summary)  # many studies: it scrolls instead of being cut
+        layout.addWidget(self.study_scroll)
         self._curves: list[pg.PlotDataItem] = []
         self._n_slices = 0
         self.current: np.ndarray | None = None
@@ -170,6 +190,7 @@ class ProbabilityPanel(QWidget):
     def set_study_summary(self, html: str) -> None:
         """Show the findings of every classified series of the study."""
         self.study_summary.setText(html)
+        self.study_scroll.updateGeometry()  # its height follows the text
 
     def set_slice_count(self, n_slices: int) -> None:
         """Span the strip plot's slice axis over a series of n_slices (before or with its results)."""
