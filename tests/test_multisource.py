@@ -217,6 +217,25 @@ def test_augmentation_is_reproducible_and_keeps_the_input_shape(small_multi_pack
     assert first.min() >= -1.0 and first.max() <= 1.0
 
 
+def test_random_erasing_hides_one_rectangle_of_the_chosen_images_under_noise():
+    from training.augment import random_erasing
+
+    x = torch.full((6, 1, 40, 40), 0.5)
+    chosen = torch.tensor([True, False, True, True, False, True])
+    out = random_erasing(x, chosen, torch.Generator().manual_seed(3))
+    changed = (out != 0.5)[:, 0]
+    assert not changed[~chosen].any(), "images not chosen are untouched"
+    for mask in changed[chosen]:
+        rows, columns = torch.nonzero(mask, as_tuple=True)
+        assert len(rows), "each chosen image loses a rectangle"
+        box = (rows.max() - rows.min() + 1) * (columns.max() - columns.min() + 1)
+        assert 0.01 * 1600 <= box <= 0.16 * 1600 + 80, "2-15% of the image, in one rectangle"
+        assert mask.sum() >= 0.9 * box, "filled throughout (noise, almost never exactly the old value)"
+    from training.train import TrainConfig
+
+    assert TrainConfig(random_erasing=0.25).augment.erase == 0.25 and TrainConfig().augment.erase == 0.0
+
+
 HEALTHY_SAGITTAL_2D = SHARED / "dicom" / "patient-positions" / "In" / "HFS" / "3_t1_fl2d_sag"  # 35 slices 4.8 mm apart
 HEALTHY_3D_2MM = SHARED / "dicom" / "enhanced-multiframe" / "In" / "5_anat-T1w_acq-tfl"  # 96 frames, 2 mm isotropic
 

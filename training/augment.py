@@ -38,6 +38,7 @@ class AugmentConfig:
     blur: float = 0.0  # probability of a Gaussian blur (sigma 0.5-1.5 px)
     low_resolution: float = 0.0  # probability of a down-and-up resampling (factor 1.5-3)
     noise: float = 0.0  # largest standard deviation of Gaussian noise (share of white)
+    erase: float = 0.0  # probability of hiding one random rectangle (2-15% of the image) under uniform noise
 
     @classmethod
     def sequences(cls) -> "AugmentConfig":
@@ -81,6 +82,8 @@ def augment(images: torch.Tensor, spec: PreprocessSpec, config: AugmentConfig, g
     if config.noise > 0:
         sigma = uniform(0, config.noise).view(n, 1, 1, 1)
         x = (x + sigma * torch.randn(x.shape, generator=generator, device=device)).clamp(0, 1)
+    if config.erase > 0:
+        x = random_erasing(x, chance(config.erase), generator)
     x = (x - spec.mean[0]) / spec.std[0]
     return x.expand(-1, spec.channels, -1, -1) if spec.channels > 1 else x
 
@@ -140,3 +143,25 @@ def low_resolution(x: torch.Tensor, factor: float, apply: torch.Tensor) -> torch
     small = F.interpolate(x, size=max(8, round(size / factor)), mode="area")
     restored = F.interpolate(small, size=size, mode="bilinear", align_corners=False)
     return torch.where(apply.view(-1, 1, 1, 1), restored, x)
+
+
+def random_erasing(x: torch.Tensor, apply: torch.Tensor, generator: torch.Generator,
+                   area: tuple[float, float] = (0.02, 0.15), aspect: tuple[float, float] = (0.3, 3.3)) -> torch.Tensor:
+    """Hide one random rectangle of each chosen image (N, C, S, S) under uniform noise (random erasing: the model
+    cannot lean on any one region, such as the skull base, for its answer)."""
+    n, _, height, width = x.shape
+    device = x.device
+    fraction = torch.rand(n, generator=generator, device=device) * (area[1] - area[0]) + area[0]
+    log_aspect = torch.rand(n, generator=generator, device=device) * (math.log(aspect[1]) - math.log(aspect[0])) \
+        + math.log(aspect[0])
+    ratio = torch.exp(log_aspect)
+    box_h = (torch.sqrt(fraction * ratio) * height).clamp(1, height)
+    box_w = (torch.sqrt(fraction / ratio) * width).clamp(1, width)
+    top = torch.rand(n, generator=generator, device=device) * (height - box_h)
+    left = torch.rand(n, generator=generator, device=device) * (width - box_w)
+    rows = torch.arange(height, device=device).view(1, height, 1)
+    columns = torch.arange(width, device=device).view(1, 1, width)
+    inside = ((rows >= top.view(n, 1, 1)) & (rows < (top + box_h).view(n, 1, 1))
+              & (columns >= left.view(n, 1, 1)) & (columns < (left + box_w).view(n, 1, 1)) & apply.view(n, 1, 1))
+    noise = torch.rand(x.shape, generator=generator, device=device)
+    return torch.where(inside.unsqueeze(1), noise, x)

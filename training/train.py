@@ -57,12 +57,14 @@ class TrainConfig:
     epoch_images: int = 0  # images drawn per epoch (0: as many as there are training images)
     sequence_augment: bool = True  # random intensity curves, bias field, blur, resolution, noise
     init_from: str = ""  # a model folder (card + safetensors) whose weights start the run ("": from scratch)
+    random_erasing: float = 0.0  # probability of hiding a random rectangle of a training image (0: off)
     time_budget: float = 0.0  # seconds this run may train: epochs are cut to fit, from the second epoch's time (0: none)
     augment: AugmentConfig | None = None  # None: the default recipe (sequence contrast per sequence_augment)
 
     def __post_init__(self) -> None:
         if self.augment is None:
             self.augment = AugmentConfig.sequences() if self.sequence_augment else AugmentConfig()
+            self.augment.erase = self.random_erasing
 
     def card(self, name: str) -> ModelCard:
         """Return a model card (without weights) for a model trained with this config."""
