@@ -491,3 +491,37 @@ def test_cycles_holding_qt_objects_are_collected_in_the_gui_thread_not_in_a_work
     worker.join()
     qtbot.waitUntil(lambda: bool(freed_in), timeout=5000)  # the GUI thread's timer collects it
     assert freed_in == [threading.main_thread()]
+
+
+def test_model_menu_lists_the_installed_models_and_switches_between_them(qtbot, tmp_path, monkeypatch):
+    resources = tmp_path / "resources"
+    write_tiny_model(resources / "models" / "cpu-small", name="cpu-small")
+    write_tiny_model(resources / "models" / "gpu-large", seed=1, name="gpu-large")
+    (resources / "models" / "DEFAULT").write_text("cpu-small\n")
+    (resources / "models" / "broken").mkdir()
+    (resources / "models" / "broken" / "model_card.json").write_text("{not json")
+    monkeypatch.setenv("CONVNEST_RESOURCES", str(resources))
+    monkeypatch.setenv("CONVNEST_SETTINGS_FILE", str(tmp_path / "settings.ini"))
+    win = MainWindow(device="cpu")
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitUntil(lambda: win.state.model is not None, timeout=TIMEOUT_MS)
+    assert win.state.model.name == "cpu-small"
+    labels = {folder.name: action.text() for folder, action in win.model_actions.items()}
+    assert labels == {"cpu-small": "cpu-small (test_convnext, 64 px, default)", "gpu-large": "gpu-large (test_convnext, 64 px)"}
+    assert [f.name for f, a in win.model_actions.items() if a.isChecked()] == ["cpu-small"]
+    _open(qtbot, win, DICOM / "ge-epi-4d")
+    _wait_classified(qtbot, win, win.state.series)
+    small_id = win.state.model_id
+    next(a for f, a in win.model_actions.items() if f.name == "gpu-large").trigger()
+    qtbot.waitUntil(lambda: win.state.model is not None and win.state.model.name == "gpu-large", timeout=TIMEOUT_MS)
+    assert win.state.model_id != small_id
+    _wait_classified(qtbot, win, win.state.series)  # the open series is classified again by the new model
+    assert [f.name for f, a in win.model_actions.items() if a.isChecked()] == ["gpu-large"]
+    win.close()
+    again = MainWindow(device="cpu")  # the choice is remembered
+    qtbot.addWidget(again)
+    again.show()
+    qtbot.waitUntil(lambda: again.state.model is not None, timeout=TIMEOUT_MS)
+    assert again.state.model.name == "gpu-large"
+    again.close()

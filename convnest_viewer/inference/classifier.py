@@ -15,13 +15,12 @@ from convnest_viewer.inference.factory import create_classifier
 from convnest_viewer.inference.foreground import head_mask
 from convnest_viewer.inference.preprocess import Letterbox, preprocess, preprocess_image, to_uint8
 from convnest_viewer.inference.gate import Gate, GateDecision, image_statistics, stage_statistics
+from convnest_viewer.inference.installed import DEFAULT_MODEL_FILE
 from convnest_viewer.inference.weights import load_state_dict
 from convnest_viewer.io.model import Series
 from convnest_viewer.io.window import Window
 from convnest_viewer.io.pixels import PixelReadError
 from convnest_viewer.paths import models_dir
-
-DEFAULT_MODEL_FILE = "DEFAULT"
 
 
 class NoModelInstalled(ModelCardError):

@@ -11,6 +11,7 @@ from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QMainWindow, QProg
 
 from convnest_viewer import __version__
 from convnest_viewer.annotations import corner_texts, study_summary_html
+from convnest_viewer.inference.installed import installed_models
 from convnest_viewer.io import LoadResult, PixelReadError, Series, Window, percentile_window
 from convnest_viewer.results import ResultStore
 from convnest_viewer.session import InferenceSession
@@ -53,7 +54,7 @@ class MainWindow(StudyOpeningMixin, DialogsMixin, OverlayMixin, QMainWindow):
         self.setAcceptDrops(True)
         self.settings = prefs.app_settings()
         self.store = ResultStore()
-        self.model_dir = model_dir
+        self.model_dir = model_dir or prefs.remembered_model(self.settings)  # None: the default model
         self.device_choice = device or prefs.get_str(self.settings, "device", "auto")
         self.state = ViewerState(prefs.get_str(self.settings, "overlay/mode", "none"),
                                  prefs.get_str(self.settings, "view/identifiers", "true") == "true")
@@ -172,6 +173,21 @@ class MainWindow(StudyOpeningMixin, DialogsMixin, OverlayMixin, QMainWindow):
             self.worker.stop()
             self.worker.deleteLater()
             self.worker = self.session = None
+
+    def set_model_folder(self, folder: Path) -> None:
+        """Switch to another model folder (restarts the session; stored results stay valid per model); an
+        installed model is remembered for the next launch."""
+        folder = Path(folder).resolve()
+        if self.model_dir is not None and Path(self.model_dir).resolve() == folder:
+            return
+        self.model_dir = folder
+        installed = {m.folder.resolve() for m in installed_models()}
+        self.settings.setValue("model", folder.name if folder in installed else "")
+        for path, action in self.model_actions.items():
+            action.setChecked(path == folder)
+        self._stop_worker()
+        self.device_label.setText("Model: loading…")
+        self._start_worker()
 
     def set_device(self, choice: str) -> None:
         """Switch the inference device (restarts the session; stored results stay valid per model)."""

@@ -43,3 +43,11 @@ def get_float(settings: QSettings, key: str, default: float) -> float:
         return float(settings.value(key, default))
     except (TypeError, ValueError):
         return default
+
+
+def remembered_model(settings: QSettings):
+    """Return the installed model folder chosen last time (Model > Model), or None for the default model."""
+    from convnest_viewer.inference.installed import installed_models
+
+    name = get_str(settings, "model", "")
+    return next((m.folder for m in installed_models() if m.folder.name == name), None) if name else None

@@ -58,6 +58,7 @@ def build_menus(window) -> None:
         action.triggered.connect(lambda _=False, c=choice: window.set_device(c))
         group.addAction(action)
         window.device_actions[choice] = action
+    _model_choices(window, model_menu.addMenu("&Model"))
     _action(model_menu, "Model &Card…", window.show_model_card)
 
     help_menu = bar.addMenu("&Help")
@@ -78,3 +79,26 @@ def _shortcut(window, key, slot) -> None:
     action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
     action.triggered.connect(lambda _=False: slot())
     window.addAction(action)
+
+
+def _model_choices(window, menu) -> None:
+    """Fill Model > Model with the installed models (and a --model folder from elsewhere), the one in use checked."""
+    from pathlib import Path
+
+    from convnest_viewer.inference.installed import installed_models
+
+    group = QActionGroup(window)
+    window.model_actions = {}
+    models = installed_models()
+    current = Path(window.model_dir).resolve() if window.model_dir else next((m.folder for m in models if m.default), None)
+    entries = [(m.folder.resolve(), m.label) for m in models]
+    if current is not None and current not in {folder for folder, _ in entries}:
+        entries.append((current, f"{current.name} (from --model)"))
+    for folder, label in entries:
+        action = menu.addAction(label)
+        action.setCheckable(True)
+        action.setChecked(folder == current)
+        action.triggered.connect(lambda _=False, f=folder: window.set_model_folder(f))
+        group.addAction(action)
+        window.model_actions[folder] = action
+    menu.setEnabled(bool(entries))
