@@ -258,3 +258,26 @@ def test_the_study_verdicts_scroll_in_the_model_panel_when_they_do_not_fit(qtbot
     assert panel.plot.height() >= 170 and panel.study_scroll.geometry().bottom() <= panel.height()
     bar.setValue(bar.maximum())
     assert panel.study_summary.height() > panel.study_scroll.viewport().height()
+
+
+def test_scan_verdicts_count_only_the_slices_the_gate_assessed_and_check_the_key_slice():
+    from training.volume_eval import ScanResult, healthy_verdicts, summarise_verdicts
+
+    def scan(rows, tumour, assessed=None, sequence="flair"):
+        count = len(rows)
+        return ScanResult("tcga-lgg", "case", sequence, _table(*rows), np.array(tumour), np.zeros(count, int),
+                          np.ones(count, bool), CLASSES, True, None if assessed is None else np.array(assessed))
+
+    on_mask = scan([NORMAL, GLIOMA, GLIOMA, GLIOMA, NORMAL], [0, 1, 1, 1, 0])
+    beside_mask = scan([GLIOMA, GLIOMA, GLIOMA, NORMAL, NORMAL], [0, 0, 0, 1, 1])
+    withheld = scan([NORMAL, GLIOMA, GLIOMA, GLIOMA, NORMAL], [0, 1, 1, 1, 0], [True, True, False, True, True])
+    row = summarise_verdicts([on_mask, beside_mask, withheld])["flair"]
+    assert row == {"tumour": 2, "equivocal": 0, "no tumour": 1, "not assessed": 0, "scans": 3, "key_slice_on_tumour": 1}
+    healthy = scan([NORMAL, GLIOMA, GLIOMA, GLIOMA], [0, 0, 0, 0], sequence="t1")
+    assert healthy_verdicts([healthy]) == {"case (t1)": {"label": "tumour", "text": "glioma on slices 2-4 (90%)"}}
+    from training.report import scan_sections
+
+    section = {"institutions": ["CS"], "cases": 1, "per_sequence": {}, "verdicts": {"flair": row}}
+    lines = scan_sections({"tcga_lgg_held_out": section, "healthy": {"per_scan": {}, "verdicts": healthy_verdicts([healthy])}})
+    assert "| tcga-lgg | flair | 3 | 2 | 1 | 0 | 1 | 0 |" in lines
+    assert any("case (t1): glioma on slices 2-4 (90%)" in line for line in lines)

@@ -123,8 +123,8 @@ def scan_results(classifier, tcga_cases: list[Path], volume_cases: list[Path], h
     The per-scan arrays stay under "_scans" keys for the figures; the JSON report drops them.
     """
     from training.sources import TCGA_SEQUENCES
-    from training.volume_eval import (evaluate_healthy, evaluate_label_volume, evaluate_tcga_case, summarise_healthy,
-                                      summarise_tumour_scans)
+    from training.volume_eval import (evaluate_healthy, evaluate_label_volume, evaluate_tcga_case, healthy_verdicts,
+                                      summarise_healthy, summarise_tumour_scans, summarise_verdicts)
 
     result: dict = {}
     if tcga_cases:
@@ -132,14 +132,16 @@ def scan_results(classifier, tcga_cases: list[Path], volume_cases: list[Path], h
                  if (scan := evaluate_tcga_case(classifier, case, sequence)) is not None]
         institutions = sorted({case.name.split("_")[1] for case in tcga_cases})
         result["tcga_lgg_held_out"] = {"institutions": institutions, "cases": len(tcga_cases),
-                                       "per_sequence": summarise_tumour_scans(scans), "_scans": scans}
+                                       "per_sequence": summarise_tumour_scans(scans),
+                                       "verdicts": summarise_verdicts(scans), "_scans": scans}
     if volume_cases:
         scans = [scan for case in volume_cases for scan in evaluate_label_volume(classifier, case)]
         result["volumes_held_out"] = {"source": scans[0].source if scans else "", "cases": [d.name for d in volume_cases],
-                                      "per_sequence": summarise_tumour_scans(scans), "_scans": scans}
+                                      "per_sequence": summarise_tumour_scans(scans),
+                                      "verdicts": summarise_verdicts(scans), "_scans": scans}
     if healthy:
         scans = [evaluate_healthy(classifier, path, sequence, held) for path, sequence, held in healthy]
-        result["healthy"] = {"per_scan": summarise_healthy(scans), "_scans": scans}
+        result["healthy"] = {"per_scan": summarise_healthy(scans), "verdicts": healthy_verdicts(scans), "_scans": scans}
     return result
 
 

@@ -117,6 +117,18 @@ def scan_sections(report: dict) -> list[str]:
             lines.append(f"| {sequence} | {row['cases']} | {a['slices']} ({a['tumour_slices']}) | {_share(a['sensitivity'])} | "
                          f"{_share(a['specificity'])} | {_auc(a['roc_auc'])} | {b['slices']} ({b['tumour_slices']}) | "
                          f"{_share(b['sensitivity'])} | {_share(b['specificity'])} | {_auc(b['roc_auc'])} | {types} |")
+    verdict_rows = [(title, sequence, row) for key, title in (("tcga_lgg_held_out", "tcga-lgg"), ("volumes_held_out", "label volumes"))
+                    for sequence, row in report.get(key, {}).get("verdicts", {}).items()]
+    if verdict_rows:
+        lines += ["", "## Scan verdicts, as the viewer gives them", "",
+                  "Per held-out tumour scan, the series verdict the viewer shows (only slices the model's gate assessed "
+                  "count; a model without a gate assesses every slice): tumour when 3 neighbouring slices are called a "
+                  "tumour class; the key slice is the finding's most confident slice.", "",
+                  "| source | sequence | scans | tumour | key slice on tumour | equivocal | no tumour | not assessed |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for title, sequence, row in verdict_rows:
+            lines.append(f"| {title} | {sequence} | {row['scans']} | {row['tumour']} | {row['key_slice_on_tumour']} | "
+                         f"{row['equivocal']} | {row['no tumour']} | {row['not assessed']} |")
     healthy = report.get("healthy")
     if healthy:
         lines += ["", "## Healthy heads", "", "Every slice, through the app's loader; the brain's slices are those showing at "
@@ -126,6 +138,9 @@ def scan_sections(report: dict) -> list[str]:
             counts = ", ".join(f"{c} {n}" for c, n in row["predicted_counts"].items() if n)
             lines.append(f"| {name} | {'yes' if row['held_out'] else 'no (trained on)'} | {row['slices']} | "
                          f"{_share(row['no_tumour_share'])} | {row['brain_slices']} | {_share(row['no_tumour_share_brain'])} | {counts} |")
+        if healthy.get("verdicts"):
+            lines += ["", "Their verdicts, as the viewer gives them: " + "; ".join(
+                f"{name}: {row['text']}" for name, row in healthy["verdicts"].items()) + "."]
     held = report.get("held_out_slices")
     if held:
         lines += ["", "## Held-out packed slices per source, sequence and plane", "",

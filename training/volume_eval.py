@@ -37,6 +37,14 @@ class ScanResult:
     brain: np.ndarray  # (slices,) bool: the slice passes through the brain (enough head visible)
     class_ids: list[str] = field(default_factory=list)
     held_out: bool = True
+    assessed: np.ndarray | None = None  # (slices,) bool: the model's gate let the slice be judged (None: all were)
+
+    def verdict(self):
+        """Return the scan's verdict as the viewer gives it (only assessed slices count)."""
+        from convnest_viewer.verdict import series_verdict
+
+        withheld = None if self.assessed is None else ~self.assessed
+        return series_verdict(self.probabilities, self.class_ids, NO_FINDING, withheld)
 
     @property
     def tumour_probability(self) -> np.ndarray:
@@ -49,19 +57,26 @@ class ScanResult:
         return self.probabilities.argmax(axis=1) != self.class_ids.index(NO_FINDING)
 
 
-def classify_paths(classifier, paths: Sequence[Path], batch_size: int = 32) -> np.ndarray:
-    """Return the probabilities of every slice the loader finds in paths, in the loader's order."""
+def classify_paths(classifier, paths: Sequence[Path], batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Return the probabilities of every slice the loader finds in paths, in the loader's order, and whether the
+    model's gate assessed each."""
     result = load_study([Path(p) for p in paths])
     if result.skipped:
         reasons = "; ".join(f"{s.path.name}: {s.reason}" for s in result.skipped[:3])
         raise RuntimeError(f"{len(result.skipped)} file(s) could not be read: {reasons}")
-    rows = []
+    rows, assessed = [], []
     for series in result.series:
         for outcome in classify_series(classifier, series, batch_size):
             if outcome.error is not None:
                 raise RuntimeError(outcome.error)
             rows.append(outcome.probabilities)
-    return np.array(rows)
+            assessed.append(_assessed(outcome))
+    return np.array(rows), np.array(assessed, bool)
+
+
+def _assessed(outcome) -> bool:
+    """Return whether the gate let a classified slice count (a model without a gate judges every slice)."""
+    return outcome.decision is None or bool(outcome.decision.assessed)
 
 
 def _brain_slices(shares: np.ndarray, fraction: float = 0.4) -> np.ndarray:
@@ -80,9 +95,9 @@ def evaluate_tcga_case(classifier, case_dir: Path, sequence: str) -> ScanResult 
     area = np.array([(m > 127).sum() * TCGA_PIXEL_MM ** 2 for m in masks])
     heads = np.array([head_mask(cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)).mean() for p in paths])
     labels, _ = slice_labels(area, heads, TCGA_SLICE_MM)
-    probabilities = classify_paths(classifier, paths)
+    probabilities, assessed = classify_paths(classifier, paths)
     return ScanResult("tcga-lgg", case, sequence, probabilities, (area > 0).astype(int), _rule_labels(labels),
-                      _brain_slices(heads), list(classifier.class_ids))
+                      _brain_slices(heads), list(classifier.class_ids), assessed=assessed)
 
 
 def evaluate_label_volume(classifier, case_dir: Path, held_out: bool = True) -> list[ScanResult]:
@@ -98,10 +113,10 @@ def evaluate_label_volume(classifier, case_dir: Path, held_out: bool = True) -> 
         image = next(case_dir.glob(f"{prefix}_*.nii*"), None)
         if image is None:
             continue
-        probabilities = classify_paths(classifier, [image])
+        probabilities, assessed = classify_paths(classifier, [image])
         results.append(ScanResult(case_dir.parent.parent.name, case_dir.name, sequence, probabilities,
                                   (area > 0).astype(int), _rule_labels(labels), _brain_slices(shares),
-                                  list(classifier.class_ids), held_out))
+                                  list(classifier.class_ids), held_out, assessed))
     return results
 
 
@@ -111,15 +126,17 @@ def evaluate_healthy(classifier, path: Path, sequence: str, held_out: bool = Tru
     if len(result.series) != 1:
         raise RuntimeError(f"{path}: expected one series, found {len(result.series)}")
     series = result.series[0]
-    rows, shares = [], []
+    rows, shares, assessed = [], [], []
     for outcome in classify_series(classifier, series, 32):
         if outcome.error is not None:
             raise RuntimeError(outcome.error)
         rows.append(outcome.probabilities)
         shares.append(head_mask(apply_window(outcome.prepared.values, outcome.prepared.window)).mean())
+        assessed.append(_assessed(outcome))
     count = len(rows)
     return ScanResult("healthy", Path(path).name.split(".")[0], sequence, np.array(rows), np.zeros(count, int),
-                      np.zeros(count, int), _brain_slices(np.array(shares)), list(classifier.class_ids), held_out)
+                      np.zeros(count, int), _brain_slices(np.array(shares)), list(classifier.class_ids), held_out,
+                      np.array(assessed, bool))
 
 
 def _rule_labels(labels: np.ndarray) -> np.ndarray:
@@ -185,3 +202,25 @@ def summarise_healthy(scans: Sequence[ScanResult]) -> dict:
         }
         for s in scans
     }
+
+
+VERDICT_LABELS = ("tumour", "equivocal", "no tumour", "not assessed")
+
+
+def summarise_verdicts(scans: Sequence[ScanResult]) -> dict:
+    """Return, per sequence, how many scans each verdict the viewer gives (tumour, equivocal, no tumour, not
+    assessed) and how many tumour verdicts have their key slice on a slice with tumour in the mask."""
+    summary = {}
+    for sequence in sorted({s.sequence for s in scans}):
+        verdicts = [(scan, scan.verdict()) for scan in scans if scan.sequence == sequence]
+        row = {label: sum(v.label == label for _, v in verdicts) for label in VERDICT_LABELS}
+        row["scans"] = len(verdicts)
+        row["key_slice_on_tumour"] = int(sum(v.label == "tumour" and scan.tumour[v.finding.key_slice] == 1
+                                             for scan, v in verdicts))
+        summary[sequence] = row
+    return summary
+
+
+def healthy_verdicts(scans: Sequence[ScanResult]) -> dict:
+    """Return each healthy scan's verdict as the viewer words it, e.g. "Glioma on slices 69-81 (78%)"."""
+    return {f"{s.case} ({s.sequence})": {"label": (v := s.verdict()).label, "text": v.text({})} for s in scans}
