@@ -119,8 +119,8 @@ def series_verdict(probabilities: np.ndarray, class_ids: Sequence[str], no_findi
             if position - start >= MIN_RUN:
                 runs.append((start, position))
             start = None
+    called = int((predicted != normal).sum())
     if not runs:
-        called = int((predicted != normal).sum())
         return SeriesVerdict("equivocal" if called > len(rows) / 2 else "no tumour", assessed=len(rows), total=total,
                              confidence=float(probabilities[rows, normal].mean()), called_tumour=called)
     start, stop = max(runs, key=lambda run: tumour_probability[run[0]:run[1]].mean())
@@ -135,7 +135,7 @@ def series_verdict(probabilities: np.ndarray, class_ids: Sequence[str], no_findi
         key_slice=int(rows[start + int(np.argmax(tumour_probability[start:stop]))]),
         called=majority if note else None, type_note=note,
     )
-    return SeriesVerdict("tumour", finding, len(rows), total, finding.confidence, int((predicted != normal).sum()))
+    return SeriesVerdict("tumour", finding, len(rows), total, finding.confidence, called)
 
 
 def unseen_contrast_note(class_id: str, contrast: str, trained_contrasts: Mapping[str, Sequence[str]]) -> str:

@@ -15,7 +15,7 @@ from convnest_viewer.inference.factory import create_classifier
 from convnest_viewer.inference.foreground import head_mask
 from convnest_viewer.inference.preprocess import Letterbox, preprocess, preprocess_image, to_uint8
 from convnest_viewer.inference.gate import Gate, GateDecision, image_statistics, stage_statistics
-from convnest_viewer.inference.installed import DEFAULT_MODEL_FILE
+from convnest_viewer.inference.installed import DEFAULT_MODEL_FILE, default_model_name
 from convnest_viewer.inference.weights import load_state_dict
 from convnest_viewer.io.model import Series
 from convnest_viewer.io.window import Window
@@ -60,13 +60,11 @@ def device_description(device: torch.device) -> str:
 def default_model_dir() -> Path:
     """Return the folder of the default bundled model, or raise NoModelInstalled."""
     root = models_dir()
-    marker = root / DEFAULT_MODEL_FILE
-    if marker.is_file():
-        folder = root / marker.read_text(encoding="utf-8").strip()
-        if (folder / "model_card.json").is_file():
-            return folder
+    name = default_model_name(root)
+    if name and (root / name / "model_card.json").is_file():
+        return root / name
     raise NoModelInstalled(
-        f"no trained model is installed (looked for {marker} naming a folder with model_card.json); "
+        f"no trained model is installed (looked for {root / DEFAULT_MODEL_FILE} naming a folder with model_card.json); "
         "train one with `convnest train` and `convnest export`, or pass --model DIR"
     )
 

@@ -54,7 +54,8 @@ class MainWindow(StudyOpeningMixin, DialogsMixin, OverlayMixin, QMainWindow):
         self.setAcceptDrops(True)
         self.settings = prefs.app_settings()
         self.store = ResultStore()
-        self.model_dir = model_dir or prefs.remembered_model(self.settings)  # None: the default model
+        self.installed_models = installed_models()  # the model folders Model > Model offers (cards read once)
+        self.model_dir = model_dir or prefs.remembered_model(self.settings, self.installed_models)  # None: the default
         self.device_choice = device or prefs.get_str(self.settings, "device", "auto")
         self.state = ViewerState(prefs.get_str(self.settings, "overlay/mode", "none"),
                                  prefs.get_str(self.settings, "view/identifiers", "true") == "true")
@@ -181,7 +182,7 @@ class MainWindow(StudyOpeningMixin, DialogsMixin, OverlayMixin, QMainWindow):
         if self.model_dir is not None and Path(self.model_dir).resolve() == folder:
             return
         self.model_dir = folder
-        installed = {m.folder.resolve() for m in installed_models()}
+        installed = {m.folder.resolve() for m in self.installed_models}
         self.settings.setValue("model", folder.name if folder in installed else "")
         for path, action in self.model_actions.items():
             action.setChecked(path == folder)

@@ -1,8 +1,9 @@
-"""Persistent viewer settings (recent studies, overlay choices, device) through QSettings."""
+"""Persistent viewer settings (recent studies, overlay choices, device, model) through QSettings."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from PySide6.QtCore import QSettings
 
@@ -45,9 +46,7 @@ def get_float(settings: QSettings, key: str, default: float) -> float:
         return default
 
 
-def remembered_model(settings: QSettings):
-    """Return the installed model folder chosen last time (Model > Model), or None for the default model."""
-    from convnest_viewer.inference.installed import installed_models
-
+def remembered_model(settings: QSettings, installed) -> Path | None:
+    """Return the installed model folder (of `installed`) chosen last time in Model > Model, or None (the default)."""
     name = get_str(settings, "model", "")
-    return next((m.folder for m in installed_models() if m.folder.name == name), None) if name else None
+    return next((m.folder for m in installed if m.folder.name == name), None) if name else None

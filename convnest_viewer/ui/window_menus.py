@@ -85,11 +85,9 @@ def _model_choices(window, menu) -> None:
     """Fill Model > Model with the installed models (and a --model folder from elsewhere), the one in use checked."""
     from pathlib import Path
 
-    from convnest_viewer.inference.installed import installed_models
-
     group = QActionGroup(window)
     window.model_actions = {}
-    models = installed_models()
+    models = window.installed_models
     current = Path(window.model_dir).resolve() if window.model_dir else next((m.folder for m in models if m.default), None)
     entries = [(m.folder.resolve(), m.label) for m in models]
     if current is not None and current not in {folder for folder, _ in entries}:
