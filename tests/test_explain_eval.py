@@ -79,6 +79,7 @@ def test_explain_eval_measures_every_method_per_sequence_on_held_out_slices(expl
             assert f["n"] == 2 and 0 <= f["pointing_game"] <= 1 and 0 <= f["deletion_auc"] <= 1 and 0 <= f["insertion_auc"] <= 1
         assert group[BASELINE]["randomised_spearman"] == pytest.approx(1.0), "the random map ignores the model"
         assert group["gradcam"]["randomised_spearman"] < 0.5, "Grad-CAM changes with the last stage's weights"
+        assert group["occlusion"]["randomised_spearman"] < 0.5, "occlusion asks the model itself"
     assert (out / "explain_examples.png").stat().st_size > 10_000
     assert "pointing game" in (out / "explain.md").read_text()
 

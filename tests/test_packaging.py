@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from convnest_viewer import __version__
+from convnest_viewer.inference.heatmap import METHODS
 from tests.paths import REPO
 
 pytestmark = [
@@ -123,7 +124,7 @@ def test_cpu_bundle_builds_and_passes_its_self_test(tmp_path):
         assert set(reported["predicted"]) <= {card_class["id"] for card_class in card["classes"]} | {"not assessed"}
     assert (internal / "resources" / "models" / model.name / card["gate"]["file"]).is_file(), "the gate ships"
     first = study.series[0]
-    assert set(summary["heatmaps"]) == {"gradcam", "layercam", "shap"}
+    assert set(summary["heatmaps"]) == set(METHODS)
     for method, heatmap in summary["heatmaps"].items():
         assert heatmap["shape"] == [first.rows, first.columns], (method, heatmap)
         assert 1 <= heatmap["slice"] <= first.n_slices

@@ -158,7 +158,7 @@ def test_clicking_the_strip_plot_jumps_to_a_slice(qtbot, window):
     assert window.state.index == 3 and window.panel.cursor.value() == 4
 
 
-@pytest.mark.parametrize("method", ["gradcam", "layercam", "shap"])
+@pytest.mark.parametrize("method", ["gradcam", "layercam", "shap", "occlusion"])
 def test_heatmap_toggle_sets_an_overlay_with_the_slice_shape(qtbot, window, method):
     _open(qtbot, window, DICOM / "ge-epi-4d")
     presses = window.state.overlay_order().index(method)

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-METHODS = ("gradcam", "layercam", "shap")
+METHODS = ("gradcam", "layercam", "shap", "occlusion")
 RANDOMISED_SPEARMAN_LIMIT = 0.5  # maps correlating more with those of a model whose last stage is randomised fail
-METHOD_NAMES = {"gradcam": "Grad-CAM", "layercam": "LayerCAM", "shap": "Gradient SHAP"}
+METHOD_NAMES = {"gradcam": "Grad-CAM", "layercam": "LayerCAM", "shap": "Gradient SHAP", "occlusion": "Occlusion"}
 BASELINE = "random"  # measured beside the methods (a smooth random map: what a map that knows nothing scores)
 BASELINE_NAME = "Random map (baseline)"
 

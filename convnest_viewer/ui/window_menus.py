@@ -32,7 +32,7 @@ def build_menus(window) -> None:
     _action(presets, "Auto (0.5–99.5 percentile)", lambda: window.apply_window_preset("auto"), "F2")
     _action(presets, "Full Range", lambda: window.apply_window_preset("full"), "F3")
     view_menu.addSeparator()
-    _action(view_menu, "Cycle &Heatmap (none / Grad-CAM / Gradient SHAP)", state.cycle_overlay, "H")
+    _action(view_menu, "Cycle &Heatmap (none, the best measured, the others)", state.cycle_overlay, "H")
     _action(view_menu, "DICOM &Tags…", window.show_tags, "Ctrl+T")
     identifiers = _action(view_menu, "Show &Patient Identifiers", lambda: state.set_show_identifiers(not state.show_identifiers))
     identifiers.setCheckable(True)
