@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 # Set up everything the project needs on a Debian/Ubuntu machine: the system libraries Qt needs,
-# then a .venv with the project. With --test, also the test and packaging tools (pytest, pytest-qt,
-# PyInstaller, and the C compiler the CPU-only installer build needs). Safe to run again; it only
-# adds what is missing.
+# then a .venv with the project and ONNX Runtime (the faster CPU backend; the app runs without it).
+# With --test, also the test and packaging tools (pytest, pytest-qt, PyInstaller, and the C compiler
+# the CPU-only installer build needs). Safe to run again; it only adds what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EXTRAS=""
-[ "${1:-}" = "--test" ] && EXTRAS="[test,packaging]"
+TESTING=""; [ "${1:-}" = "--test" ] && TESTING=1
+EXTRAS="[onnx]"
+[ -n "$TESTING" ] && EXTRAS="[test,packaging,onnx]"
 
 QT_PACKAGES=(libegl1 libgl1 libglib2.0-0 libfontconfig1 libdbus-1-3 libxkbcommon0 libxkbcommon-x11-0
   libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-shape0 libxcb-xinerama0 libxcb-randr0
   libxcb-render-util0 libxcb-image0 libxcb-xkb1)
 
-[ -n "$EXTRAS" ] && QT_PACKAGES+=(gcc binutils)
+[ -n "$TESTING" ] && QT_PACKAGES+=(gcc binutils)
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then
   for pkg in "${QT_PACKAGES[@]}"; do

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +17,14 @@ from convnest_viewer.inference.foreground import head_mask
 from convnest_viewer.inference.preprocess import Letterbox, preprocess, preprocess_image, to_uint8
 from convnest_viewer.inference.gate import Gate, GateDecision, image_statistics, stage_statistics
 from convnest_viewer.inference.installed import DEFAULT_MODEL_FILE, default_model_name
+from convnest_viewer.inference.onnx_runtime import OnnxForward, load_onnx_forward, missing_packages, requested_backend
 from convnest_viewer.inference.weights import load_state_dict
 from convnest_viewer.io.model import Series
 from convnest_viewer.io.window import Window
 from convnest_viewer.io.pixels import PixelReadError
 from convnest_viewer.paths import models_dir
+
+log = logging.getLogger(__name__)
 
 
 class NoModelInstalled(ModelCardError):
@@ -120,7 +124,7 @@ class Classifier:
     """A loaded, checked model with its card, ready to classify slices on one device."""
 
     def __init__(self, model_dir: Path | None = None, device: str | None = None, model: torch.nn.Module | None = None,
-                 card: ModelCard | None = None) -> None:
+                 card: ModelCard | None = None, backend: str | None = None) -> None:
         if model is not None:
             if card is None:
                 raise ValueError("a model passed directly needs its card")
@@ -144,6 +148,35 @@ class Classifier:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.spec = self.card.preprocessing
         self.gate = Gate.from_model_folder(self.model_dir, self.card.gate) if self.card.gate and self.model_dir else None
+        self.onnx, self.backend_note = self._pick_backend(requested_backend(backend))
+
+    def _pick_backend(self, requested: str) -> tuple[OnnxForward | None, str]:
+        """Return the ONNX Runtime session when it is asked for, or chosen by auto (CPU, installed, weights from a
+        folder), and a note on why it is not used otherwise; an explicit request that cannot be met raises."""
+        if requested == "torch":
+            return None, "torch (asked for)"
+        reason = ("it runs on the CPU only" if self.device.type != "cpu" else
+                  "the model was not loaded from checked weights" if self.model_dir is None else "")
+        if not reason and requested == "auto" and missing_packages():
+            reason = f"{', '.join(missing_packages())} not installed"
+        if reason:
+            if requested == "onnxruntime":
+                raise RuntimeError(f"ONNX Runtime backend unavailable: {reason}")
+            return None, f"torch (ONNX Runtime: {reason})"
+        stages = list(self.gate.spec.stages) if self.gate else []
+        shape = (self.spec.channels, self.spec.size, self.spec.size)
+        try:
+            return load_onnx_forward(self.model, self.weights_sha256, shape, stages), "ONNX Runtime"
+        except Exception as exc:  # noqa: BLE001 - auto falls back to torch and says why
+            if requested == "onnxruntime":
+                raise
+            log.warning("ONNX Runtime backend not used for %s: %s", self.card.name, exc)
+            return None, f"torch (ONNX Runtime failed: {type(exc).__name__})"
+
+    @property
+    def backend(self) -> str:
+        """Return the name of what runs classification: "onnxruntime" or "torch"."""
+        return "onnxruntime" if self.onnx is not None else "torch"
 
     @property
     def class_ids(self) -> list[str]:
@@ -152,8 +185,8 @@ class Classifier:
 
     @property
     def device_name(self) -> str:
-        """Return a human name of the device the model runs on."""
-        return device_description(self.device)
+        """Return a human name of the device the model runs on (and ONNX Runtime when it classifies)."""
+        return device_description(self.device) + (" · ONNX Runtime" if self.onnx is not None else "")
 
     def prepare(self, values: np.ndarray, window: Window) -> tuple[np.ndarray, Letterbox]:
         """Return the model input of one slice and its letterbox geometry."""
@@ -209,6 +242,8 @@ class Classifier:
     @torch.inference_mode()
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
         """Return raw logits for a float input batch (fast path: channels_last, autocast on GPU)."""
+        if self.onnx is not None:
+            return self.onnx(batch)[0]
         batch = batch.to(self.device, non_blocking=True)
         if self.device.type == "cuda":
             batch = batch.contiguous(memory_format=torch.channels_last)
@@ -220,6 +255,11 @@ class Classifier:
     def logits_and_gate_statistics(self, batch: torch.Tensor, spec: GateSpec) -> tuple[torch.Tensor, list[np.ndarray]]:
         """Return raw logits and the statistics a gate scores (its feature stages' channel statistics, then the
         input's own statistics if the spec asks for them), in one forward pass."""
+        if self.onnx is not None and list(spec.stages) == (list(self.gate.spec.stages) if self.gate else []):
+            logits, statistics = self.onnx(batch)
+            if spec.input_statistics:
+                statistics.append(image_statistics(batch))
+            return logits, statistics
         batch = batch.to(self.device, non_blocking=True)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             final, intermediates = self.model.forward_intermediates(batch, indices=list(spec.stages))
