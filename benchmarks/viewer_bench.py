@@ -36,6 +36,7 @@ TARGETS = {  # measure -> (goal, unit, lower is better)
     "Grad-CAM / one forward pass": (3.0, "ratio"),
     "LayerCAM / one forward pass": (None, "ratio"),
     "Gradient SHAP (default samples) / one forward pass": (None, "ratio"),
+    "Occlusion / one forward pass": (None, "ratio"),
     "peak RSS, series open and classified": (1.2, "GB"),
 }
 

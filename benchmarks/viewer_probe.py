@@ -133,10 +133,10 @@ def session(series_path: str, device: str) -> dict:
     positions = [(item.volume, item.index) for item in prepared]  # the rows of `batch`, slice for slice
 
     def bare_forward(start: int) -> float:
-        with torch.inference_mode():
-            begin = time.perf_counter()
-            model(batch[start:start + 32])
-            return time.perf_counter() - begin
+        # the forward pass of the backend the pipeline runs (ONNX Runtime when the app picks it, else torch)
+        begin = time.perf_counter()
+        classifier.logits(batch[start:start + 32])
+        return time.perf_counter() - begin
 
     def pipeline_batch(start: int) -> float:
         begin = time.perf_counter()
@@ -164,23 +164,26 @@ def session(series_path: str, device: str) -> dict:
     in_worker_batches = pipeline(worker_batch)
     forward = float(np.median(one))
     values, window_ = series.pixels(series.n_slices // 2), series.window(series.n_slices // 2)
-    gradcam, layercam, shap = [], [], []
+    gradcam, layercam, shap, occlusion = [], [], [], []
     for _ in range(5):
         for method, times in (("gradcam", gradcam), ("layercam", layercam)):
             begin = time.perf_counter()
             explain(classifier, values, window_, method)
             times.append((time.perf_counter() - begin) / forward)
     for _ in range(3):
-        begin = time.perf_counter()
-        explain(classifier, values, window_, "shap")
-        shap.append((time.perf_counter() - begin) / forward)
+        for method, times in (("shap", shap), ("occlusion", occlusion)):
+            begin = time.perf_counter()
+            explain(classifier, values, window_, method)
+            times.append((time.perf_counter() - begin) / forward)
     return {"samples": {"slice change, while classifying": busy, "slice change, idle": idle,
                         "slice change, with the default heatmap overlay": overlay, "whole series classified": [classified],
                         "classification throughput / bare batched forward": ratios,
                         "Grad-CAM / one forward pass": gradcam, "LayerCAM / one forward pass": layercam,
                         "Gradient SHAP (default samples) / one forward pass": shap,
+                        "Occlusion / one forward pass": occlusion,
                         "peak RSS, series open and classified": [peak_gb]},
             "machine": {"torch": torch.__version__, "threads": torch.get_num_threads(), "model": classifier.card.name,
+                        "backend": classifier.backend,
                         "bare forward slices/s (batch 32)": round(bare, 1), "pipeline slices/s (batch 32)": round(whole, 1),
                         "pipeline slices/s (the worker's batches)": round(in_worker_batches, 1),
                         "worker batch": worker_batch, "one forward ms": round(forward * 1000, 1)}}
