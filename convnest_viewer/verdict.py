@@ -55,7 +55,9 @@ class SeriesVerdict:
         if self.label == "pending":
             return "not classified yet"
         if self.label == "not assessed":
-            return f"not assessed ({self.assessed} of {self.total} slices assessed)"
+            if self.assessed == self.total:  # a single image or a very short series: nothing was withheld
+                return f"no series verdict: {self.total} slice(s), a verdict needs {MIN_ASSESSED} (see the slice's result)"
+            return f"not assessed: {self.assessed} of {self.total} slices assessed, a verdict needs {MIN_ASSESSED}"
         if self.label == "no tumour":
             return f"no tumour ({self.assessed} slices assessed, {self.confidence:.0%})"
         if self.label == "equivocal":

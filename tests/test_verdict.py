@@ -42,7 +42,11 @@ def test_a_run_of_mixed_types_reads_tumour_type_uncertain_and_withheld_slices_do
     table = _table(NORMAL, GLIOMA, GLIOMA, GLIOMA, NORMAL, NORMAL)
     withheld = np.array([False, True, True, False, False, False])  # the gate withheld two of the three
     assert series_verdict(table, CLASSES, "notumor", withheld).label == "no tumour"
-    assert series_verdict(table, CLASSES, "notumor", np.array([True] * 5 + [False])).label == "not assessed"
+    withheld_most = series_verdict(table, CLASSES, "notumor", np.array([True] * 5 + [False]))
+    assert withheld_most.label == "not assessed"
+    assert withheld_most.text({}) == "not assessed: 1 of 6 slices assessed, a verdict needs 3"
+    single_image = series_verdict(_table(GLIOMA), CLASSES, "notumor")  # a PNG opened alone: nothing withheld
+    assert single_image.label == "not assessed" and single_image.text({}).startswith("no series verdict: 1 slice(s)")
     pending = table.copy()
     pending[3] = np.nan
     assert series_verdict(pending, CLASSES, "notumor").label == "pending"
