@@ -93,7 +93,7 @@ class StudyVerdict:
             return "Indeterminate: " + ", ".join(part for part in parts if part)
         if self.label == "equivocal":
             return f"Equivocal ({count['equivocal']} series)"
-        return {"no tumour": "No tumour", "not assessed": "Not assessed", "pending": "Not classified yet"}[self.label]
+        return {"no tumour": "No tumour", "not assessed": "No verdict (too few slices assessed)", "pending": "Not classified yet"}[self.label]
 
 
 def series_verdict(probabilities: np.ndarray, class_ids: Sequence[str], no_finding: str,

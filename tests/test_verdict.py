@@ -47,6 +47,7 @@ def test_a_run_of_mixed_types_reads_tumour_type_uncertain_and_withheld_slices_do
     assert withheld_most.text({}) == "not assessed: 1 of 6 slices assessed, a verdict needs 3"
     single_image = series_verdict(_table(GLIOMA), CLASSES, "notumor")  # a PNG opened alone: nothing withheld
     assert single_image.label == "not assessed" and single_image.text({}).startswith("no series verdict: 1 slice(s)")
+    assert study_verdict({"a": single_image}).text({}) == "No verdict (too few slices assessed)"
     pending = table.copy()
     pending[3] = np.nan
     assert series_verdict(pending, CLASSES, "notumor").label == "pending"
