@@ -26,6 +26,8 @@ class SliceOutcome:
     error: str | None = None
     prepared: object = None  # the SliceInput (pixels, window, model input) when read
     decision: object = None  # the gate's GateDecision: whether the model's answer counts for this slice
+    head_share: float | None = None  # share of the slice the head covers (for the gate's series rule)
+    min_head_fraction: float = 0.0  # the gate's series rule: least head section, as a share of the largest
 
 
 def classify_positions(classifier, series: Series, positions: Sequence[tuple[int, int]],
@@ -46,7 +48,8 @@ def classify_positions(classifier, series: Series, positions: Sequence[tuple[int
                 yield SliceOutcome(item.volume, item.index, error=f"model error: {exc}")
             continue
         for item, probs, decision in zip(prepared, probabilities, decisions):
-            yield SliceOutcome(item.volume, item.index, probs, prepared=item, decision=decision)
+            yield SliceOutcome(item.volume, item.index, probs, prepared=item, decision=decision,
+                               head_share=item.head_share, min_head_fraction=classifier.min_head_fraction)
 
 
 def classify_series(classifier, series: Series, batch_size: int = 16, on_batch=None) -> Iterator[SliceOutcome]:
@@ -59,12 +62,16 @@ def classify_series(classifier, series: Series, batch_size: int = 16, on_batch=N
 
 
 def store_outcome(store: ResultStore, model_id: str, series_key: str, outcome: SliceOutcome) -> None:
-    """Put one slice's outcome in the store: its failure, or its probabilities (with the gate's withholding)."""
+    """Put one slice's outcome in the store: its failure, or its probabilities (with the gate's withholding and the
+    head share its series rule needs)."""
     if outcome.error is not None:
         store.put_failure(model_id, series_key, outcome.volume, outcome.index, outcome.error)
         return
     if not outcome.decision.assessed:  # stored before the probabilities: a reader never sees them without it
         store.put_not_assessed(model_id, series_key, outcome.volume, outcome.index, outcome.decision.reason)
+    if outcome.head_share is not None:  # after the gate's reason (a withheld slice never sets the largest section)
+        store.put_head_share(model_id, series_key, outcome.volume, outcome.index, outcome.head_share,
+                             outcome.min_head_fraction)
     store.put_probabilities(model_id, series_key, outcome.volume, outcome.index, outcome.probabilities)
 
 

@@ -118,26 +118,31 @@ def _classify_series(classifier, series, path, args, bar, ordinal: int, store) -
     entry = {"uid": series.uid, "path": str(path), "description": series.description,
              "contrast": series.contrast or None, "slices": []}
     model_id = classifier.weights_sha256
+    to_explain = []
     for outcome in classify_series(classifier, series, args.batch_size, bar.update):
         store_outcome(store, model_id, series.key, outcome)
         if outcome.error is not None:
             entry.setdefault("errors", []).append({"index": outcome.index, "volume": outcome.volume, "reason": outcome.error})
             continue
-        decision = outcome.decision
         result = {
             "index": outcome.index,
             "volume": outcome.volume,
             "probabilities": {c: round(float(p), 6) for c, p in zip(classifier.class_ids, outcome.probabilities)},
-            "predicted": classifier.class_ids[int(np.argmax(outcome.probabilities))] if decision.assessed else None,
+            "predicted": classifier.class_ids[int(np.argmax(outcome.probabilities))],
         }
-        if not decision.assessed:
-            result["not_assessed"] = decision.reason
-        if decision.score is not None:
-            result["gate_score"] = round(decision.score, 3)
-        if args.explain:  # a withheld slice gets no map, as in the viewer: it would explain a class it does not have
-            result["overlay"] = (str(_write_overlay(classifier, series, outcome.prepared, args, ordinal))
-                                 if decision.assessed else None)
+        if outcome.decision.score is not None:
+            result["gate_score"] = round(outcome.decision.score, 3)
+        if args.explain:
+            to_explain.append((result, outcome.prepared))
         entry["slices"].append(result)
+    withheld = store.not_assessed(model_id, series.key)  # the series rule is known once every slice is
+    for result in entry["slices"]:
+        reason = withheld.get((result["volume"], result["index"]))
+        if reason is not None:
+            result.update(predicted=None, not_assessed=reason)
+    for result, prepared in to_explain:  # a withheld slice gets no map, as in the viewer: it has no class to explain
+        result["overlay"] = (str(_write_overlay(classifier, series, prepared, args, ordinal))
+                             if result["predicted"] is not None else None)
     verdict = store.series_verdict(model_id, series, classifier.card)
     entry["verdict"] = verdict_json(verdict, classifier.card)
     return entry, verdict

@@ -39,6 +39,9 @@ class ResultStore:
         self._max_heatmaps = max_heatmaps
         self._changes: dict[tuple[str, str], int] = {}  # (model, series) -> results stored so far
         self._verdicts: dict[tuple[str, str, int], tuple[int, object]] = {}  # -> (changes then, verdict)
+        self._head_shares: dict[tuple[str, str], dict[tuple[int, int], float]] = {}  # (model, series) -> shares
+        self._min_head_fraction: dict[str, float] = {}  # model -> its gate's series rule (0: off)
+        self._head_edge: dict[tuple[str, str], tuple[int, dict]] = {}  # -> (changes then, {(v, i): reason})
         self._lock = threading.Lock()
 
     def _changed(self, model_id: str, series_key: str) -> None:
@@ -87,16 +90,53 @@ class ResultStore:
             self._not_assessed[(model_id, series_key, volume, index)] = reason
             self._changed(model_id, series_key)
 
-    def not_assessed(self, model_id: str, series_key: str, volume: int | None = None) -> dict[tuple[int, int], str]:
-        """Return {(volume, index): reason} of a series' slices the gate withheld (one volume, or all)."""
+    def put_head_share(self, model_id: str, series_key: str, volume: int, index: int, share: float,
+                       min_fraction: float) -> None:
+        """Record the share of a slice its head covers, and the model gate's series rule that compares it."""
         with self._lock:
-            return {(v, i): r for (m, s, v, i), r in self._not_assessed.items()
-                    if m == model_id and s == series_key and (volume is None or v == volume)}
+            self._head_shares.setdefault((model_id, series_key), {})[(volume, index)] = float(share)
+            self._min_head_fraction[model_id] = float(min_fraction)
+            self._changed(model_id, series_key)
+
+    def _head_edge_locked(self, model_id: str, series_key: str) -> dict[tuple[int, int], str]:
+        """Return {(volume, index): reason} of slices the gate's series rule withholds (call with the lock held)."""
+        from convnest_viewer.inference.gate import head_edge_reason
+
+        fraction = self._min_head_fraction.get(model_id, 0.0)
+        shares = self._head_shares.get((model_id, series_key))
+        if fraction <= 0 or not shares:
+            return {}
+        changes = self._changes.get((model_id, series_key), 0)
+        cached = self._head_edge.get((model_id, series_key))
+        if cached is not None and cached[0] == changes:
+            return cached[1]
+        largest: dict[int, float] = {}
+        for (volume, index), share in shares.items():
+            if (model_id, series_key, volume, index) not in self._not_assessed:
+                largest[volume] = max(largest.get(volume, 0.0), share)
+        withheld = {}
+        for (volume, index), share in shares.items():
+            top = largest.get(volume, 0.0)
+            if top > 0 and share < fraction * top and (model_id, series_key, volume, index) not in self._not_assessed:
+                withheld[(volume, index)] = head_edge_reason(share, top, fraction)
+        self._head_edge[(model_id, series_key)] = (changes, withheld)
+        return withheld
+
+    def not_assessed(self, model_id: str, series_key: str, volume: int | None = None) -> dict[tuple[int, int], str]:
+        """Return {(volume, index): reason} of a series' slices the gate withheld (one volume, or all): by the
+        per-slice rules, or at the edge of the head by its series rule."""
+        with self._lock:
+            found = {(v, i): r for (m, s, v, i), r in self._not_assessed.items()
+                     if m == model_id and s == series_key and (volume is None or v == volume)}
+            found.update({key: r for key, r in self._head_edge_locked(model_id, series_key).items()
+                          if volume is None or key[0] == volume})
+            return found
 
     def not_assessed_reason(self, model_id: str, series_key: str, volume: int, index: int) -> str | None:
         """Return why the gate withheld one slice's answer, or None if it did not (or the slice is not done)."""
         with self._lock:
-            return self._not_assessed.get((model_id, series_key, volume, index))
+            reason = self._not_assessed.get((model_id, series_key, volume, index))
+            return reason or self._head_edge_locked(model_id, series_key).get((volume, index))
 
     def failed_count(self, model_id: str, series_key: str, volume: int) -> int:
         """Return how many slices of one volume could not be classified."""
@@ -193,7 +233,7 @@ class SeriesSummary:
         """Return a one-line summary for people."""
         unreadable = f" {self.failed} slice(s) could not be read." if self.failed else ""
         if self.not_assessed:
-            unreadable += f" {self.not_assessed} slice(s) not assessed (blank, or unlike the training slices)."
+            unreadable += f" {self.not_assessed} slice(s) not assessed (blank, at the edge of the head, or unlike the training slices)."
         if self.classified == 0:
             if self.pending:
                 return "Not classified yet." + unreadable

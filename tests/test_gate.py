@@ -178,4 +178,64 @@ def test_a_summary_counts_only_the_slices_the_gate_assessed():
     summary = summarize(table, ["glioma", "meningioma", "notumor", "pituitary"], "notumor", 0, np.array([True, False, False]))
     assert (summary.classified, summary.not_assessed, summary.finding, summary.pending) == (2, 1, None, False)
     assert summary.sentence({}) == ("no tumour class predicted on any of 2 slices. "
-                                    "1 slice(s) not assessed (blank, or unlike the training slices).")
+                                    "1 slice(s) not assessed (blank, at the edge of the head, or unlike the training slices).")
+
+
+def test_slices_at_the_edge_of_the_head_in_a_series_are_not_assessed_and_the_app_and_evaluation_agree(classifier, capsys):
+    """The series rule: slices whose head section is under the card's fraction of the largest assessed section (the
+    packing rule, which left them out of training) get no class in the CLI, the store and the scan evaluation."""
+    from convnest_viewer.batch import store_outcome
+    from convnest_viewer.inference.foreground import head_share
+    from convnest_viewer.inference.preprocess import to_uint8
+    from convnest_viewer.results import ResultStore
+    from training.volume_eval import series_assessed
+
+    fraction = classifier.card.gate.min_head_fraction
+    assert fraction == pytest.approx(0.4), "gate-fit writes the packing rule's fraction into the card"
+    mprage = load_study([DICOM / "sagittal-mprage"]).series[0]
+    outcomes = list(classify_series(classifier, mprage))
+    shares = np.array([head_share(to_uint8(mprage.pixels(i), mprage.window(i))) for i in range(mprage.n_slices)])
+    assert np.allclose([o.head_share for o in outcomes], shares)
+    per_slice = np.array([o.decision.assessed for o in outcomes])
+    edge = per_slice & (shares < fraction * shares[per_slice].max())
+    assert 20 <= edge.sum() <= 80, "the lateral slices of a sagittal head (ears, temporal bone) are its edge"
+    assert not edge[60:130].any(), "slices through the brain stay assessed"
+
+    store = ResultStore()
+    for outcome in outcomes:
+        store_outcome(store, "m", mprage.key, outcome)
+    withheld = store.not_assessed("m", mprage.key)
+    assert {i for (_, i), r in withheld.items() if r.startswith("at the edge of the head")} == set(np.flatnonzero(edge))
+    assert np.array_equal(series_assessed(outcomes), ~store.not_assessed_mask("m", mprage.key, 0, mprage.n_slices))
+    index = int(np.flatnonzero(edge)[0])
+    assert f"head section {shares[index] / shares[per_slice].max():.0%} of the series' largest, under the 40%" in store.not_assessed_reason(
+        "m", mprage.key, 0, index)
+
+    assert cli_main(["classify", str(DICOM / "sagittal-mprage"), "--json"]) == 0
+    slices = json.loads(capsys.readouterr().out)["series"][0]["slices"]
+    assert {s["index"] for s in slices if (s.get("not_assessed") or "").startswith("at the edge of the head")} == set(np.flatnonzero(edge))
+    assert all(s["predicted"] is None for s in slices if s["index"] in set(np.flatnonzero(edge)))
+
+
+def test_the_series_rule_measures_against_assessed_slices_only_and_spares_single_images():
+    """A withheld slice never sets the largest section (a localiser-like slice with a huge head share would otherwise
+    withhold the whole brain); a single image is its own largest section; a model without the rule withholds nothing."""
+    from convnest_viewer.inference.gate import at_head_edge
+    from convnest_viewer.results import ResultStore
+
+    shares = np.array([0.05, 0.30, 0.50, 0.55, 0.52, 0.90])
+    assessed = np.array([True, True, True, True, True, False])  # the last: withheld as unlike the training slices
+    assert at_head_edge(shares, assessed, 0.4).tolist() == [True, False, False, False, False, False]
+    assert not at_head_edge(shares, assessed, 0.0).any()
+    assert not at_head_edge(np.array([0.01]), np.array([True]), 0.4).any()
+    store = ResultStore()
+    for index, share in enumerate(shares):
+        if not assessed[index]:
+            store.put_not_assessed("m", "s", 0, index, OUT_OF_DOMAIN_REASON)
+        store.put_head_share("m", "s", 0, index, share, 0.4)
+        store.put_probabilities("m", "s", 0, index, np.array([0.9, 0.0, 0.1, 0.0]))
+    assert set(store.not_assessed("m", "s")) == {(0, 0), (0, 5)}
+    assert store.not_assessed_reason("m", "s", 0, 5) == OUT_OF_DOMAIN_REASON
+    store.put_head_share("m", "s", 0, 6, 1.0, 0.4)  # an assessed slice with more head: the others are measured anew
+    assert set(store.not_assessed("m", "s")) == {(0, 0), (0, 1), (0, 5)}
+    assert store.not_assessed_mask("m", "s", 0, 7).tolist() == [True, True, False, False, False, True, False]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from convnest_viewer.inference.classifier import DEFAULT_MODEL_FILE
 from convnest_viewer.inference.weights import write_model_folder
+from training.sources import MIN_HEAD_FRACTION
 
 REPORT_SECTIONS = ("official_test", "leakage_free_test", "strict_leakage_free_test", "validation")
 SCAN_SECTIONS = ("tcga_lgg_held_out", "volumes_held_out", "healthy")
@@ -106,5 +107,7 @@ def with_gate_limitations(text: str, evaluation: dict) -> str:
     sentence = (f"{GATE_MEASURED_START} {out['all']['gated']:.0%} of the out-of-domain test slices (outside the brain, "
                 f"blank, masks, damaged and non-brain images) and {evaluation['in_domain']['all']['gated']:.1%} of the "
                 f"held-out in-domain slices, but not all it should: {1 - epi_gated:.0%} of EPI slices still get a class; "
-                "read every class with care.")
+                "read every class with care. In a series it also withholds the slices at the edge of the head "
+                f"(head section under {MIN_HEAD_FRACTION:.0%} of the largest), where it never trained: a lesion there "
+                "is not assessed.")
     return f"{kept} {sentence}".strip()

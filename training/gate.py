@@ -24,6 +24,7 @@ from convnest_viewer.inference.gate import Gate, StageMahalanobis
 from convnest_viewer.inference.preprocess import normalize_uint8, to_uint8
 from convnest_viewer.inference.weights import sha256_of
 from convnest_viewer.io import load_study, percentile_window
+from training.sources import MIN_HEAD_FRACTION
 from training.data import PackedDataset
 from training.export import with_gate_limitations
 from training.train import TrainConfig, make_split
@@ -189,7 +190,7 @@ def fit_gate(model_dir: Path, data: PackedDataset, config: TrainConfig, shared: 
     """Fit, evaluate and install the gate in a model folder; return the evaluation."""
     classifier = Classifier(model_dir, device="cpu")
     classifier.gate = None
-    spec = GateSpec()
+    spec = GateSpec(min_head_fraction=MIN_HEAD_FRACTION)  # the packing rule: the model trained on no slice below it
     split = make_split(data, config)
     fit_idx = balanced_sample(data, split.train, per_group, seed)
     groups = np.char.add(np.char.add(data.source[fit_idx].astype(str), "|"), data.labels[fit_idx].astype(str))
@@ -258,6 +259,10 @@ def gate_markdown(model_name: str, evaluation: dict, threshold: float) -> str:
              f"Stage-Mahalanobis score (feature stages 0 and 1 and 7 input statistics) threshold {threshold:.2f} "
              f"({evaluation['threshold_rule']}); blank rule: head under "
              f"3% of the slice or 8-bit contrast under 8. Fitted on {evaluation['fitted_on']['slices']} training slices.",
+             "", f"Series rule: a slice of a series whose head section is under {MIN_HEAD_FRACTION:.0%} of the largest "
+             "among the volume's assessed slices lies at the edge of the head (the packing rule left every such "
+             "slice out of training) and is not assessed either. The tables below score single slices, without it; "
+             "`convnest scan-eval` reports what it withholds on whole scans.",
              "", "## In-domain (held-out test slices of every training source)", "",
              "| Set | Slices | Gated | Gated per class |", "| --- | ---: | ---: | --- |"]
     lines += [f"| {name} | {row['slices']} | {row['gated']:.1%} | "

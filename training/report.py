@@ -123,12 +123,16 @@ def scan_sections(report: dict) -> list[str]:
         lines += ["", "## Scan verdicts, as the viewer gives them", "",
                   "Per held-out tumour scan, the series verdict the viewer shows (only slices the model's gate assessed "
                   "count; a model without a gate assesses every slice): tumour when 3 neighbouring slices are called a "
-                  "tumour class; the key slice is the finding's most confident slice.", "",
-                  "| source | sequence | scans | tumour | key slice on tumour | equivocal | no tumour | not assessed |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "tumour class; the key slice is the finding's most confident slice. Last column: slices with tumour "
+                  "in the mask that the gate withheld (blank, at the edge of the head, or unlike the training slices).", "",
+                  "| source | sequence | scans | tumour | key slice on tumour | equivocal | no tumour | not assessed "
+                  "| tumour slices not assessed |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for title, sequence, row in verdict_rows:
+            withheld = (f"{row['tumour_slices_not_assessed']} of {row['tumour_slices']}"
+                        if "tumour_slices" in row else "not measured")
             lines.append(f"| {title} | {sequence} | {row['scans']} | {row['tumour']} | {row['key_slice_on_tumour']} | "
-                         f"{row['equivocal']} | {row['no tumour']} | {row['not assessed']} |")
+                         f"{row['equivocal']} | {row['no tumour']} | {row['not assessed']} | {withheld} |")
     healthy = report.get("healthy")
     if healthy:
         lines += ["", "## Healthy heads", "", "Every slice, through the app's loader; the brain's slices are those showing at "

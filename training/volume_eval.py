@@ -18,6 +18,7 @@ import numpy as np
 
 from convnest_viewer.batch import classify_series
 from convnest_viewer.inference.foreground import head_mask
+from convnest_viewer.inference.gate import at_head_edge
 from convnest_viewer.io import apply_window, load_study
 from convnest_viewer.inference.card import NO_FINDING
 from training.sources import TCGA_PIXEL_MM, TCGA_SLICE_MM, BRATS_SEQUENCES, slice_labels
@@ -59,24 +60,45 @@ class ScanResult:
 
 def classify_paths(classifier, paths: Sequence[Path], batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """Return the probabilities of every slice the loader finds in paths, in the loader's order, and whether the
-    model's gate assessed each."""
+    model's gate assessed each (the series rule over each series, or over all of them when each file is one image:
+    a scan stored as one file per slice)."""
     result = load_study([Path(p) for p in paths])
     if result.skipped:
         reasons = "; ".join(f"{s.path.name}: {s.reason}" for s in result.skipped[:3])
         raise RuntimeError(f"{len(result.skipped)} file(s) could not be read: {reasons}")
-    rows, assessed = [], []
-    for series in result.series:
-        for outcome in classify_series(classifier, series, batch_size):
-            if outcome.error is not None:
-                raise RuntimeError(outcome.error)
-            rows.append(outcome.probabilities)
-            assessed.append(_assessed(outcome))
+    return classify_loaded(classifier, result.series, batch_size)
+
+
+def classify_loaded(classifier, series_list: Sequence, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Return the probabilities of every slice of loaded series and whether the gate assessed each (its series rule
+    over each series, or over all of them when each is one image: a scan stored as one file per slice)."""
+    per_series = [list(classify_series(classifier, series, batch_size)) for series in series_list]
+    for outcome in (o for outcomes in per_series for o in outcomes):
+        if outcome.error is not None:
+            raise RuntimeError(outcome.error)
+    if all(series.n_slices * series.n_volumes == 1 for series in series_list):
+        per_series = [[o for outcomes in per_series for o in outcomes]]  # a stack of image files: one scan's slices
+    rows = [o.probabilities for outcomes in per_series for o in outcomes]
+    assessed = [a for outcomes in per_series for a in series_assessed(outcomes)]
     return np.array(rows), np.array(assessed, bool)
 
 
 def _assessed(outcome) -> bool:
     """Return whether the gate let a classified slice count (a model without a gate judges every slice)."""
     return outcome.decision is None or bool(outcome.decision.assessed)
+
+
+def series_assessed(outcomes: Sequence) -> np.ndarray:
+    """Return, per classified slice of one series, whether the gate assessed it: its per-slice rules, then its series
+    rule (slices at the edge of the head), volume by volume, as the viewer's result store applies them."""
+    assessed = np.array([_assessed(o) for o in outcomes], bool)
+    fraction = max((o.min_head_fraction for o in outcomes), default=0.0)
+    volumes = np.array([o.volume for o in outcomes])
+    shares = np.array([np.nan if o.head_share is None else o.head_share for o in outcomes], float)
+    for volume in np.unique(volumes):
+        rows = np.flatnonzero(volumes == volume)
+        assessed[rows] &= ~at_head_edge(shares[rows], assessed[rows], fraction)
+    return assessed
 
 
 def _brain_slices(shares: np.ndarray, fraction: float = 0.4) -> np.ndarray:
@@ -126,13 +148,14 @@ def evaluate_healthy(classifier, path: Path, sequence: str, held_out: bool = Tru
     if len(result.series) != 1:
         raise RuntimeError(f"{path}: expected one series, found {len(result.series)}")
     series = result.series[0]
-    rows, shares, assessed = [], [], []
-    for outcome in classify_series(classifier, series, 32):
+    rows, shares = [], []
+    outcomes = list(classify_series(classifier, series, 32))
+    for outcome in outcomes:
         if outcome.error is not None:
             raise RuntimeError(outcome.error)
         rows.append(outcome.probabilities)
         shares.append(head_mask(apply_window(outcome.prepared.values, outcome.prepared.window)).mean())
-        assessed.append(_assessed(outcome))
+    assessed = series_assessed(outcomes)
     count = len(rows)
     return ScanResult("healthy", Path(path).name.split(".")[0], sequence, np.array(rows), np.zeros(count, int),
                       np.zeros(count, int), _brain_slices(np.array(shares)), list(classifier.class_ids), held_out,
@@ -217,6 +240,10 @@ def summarise_verdicts(scans: Sequence[ScanResult]) -> dict:
         row["scans"] = len(verdicts)
         row["key_slice_on_tumour"] = int(sum(v.label == "tumour" and scan.tumour[v.finding.key_slice] == 1
                                              for scan, v in verdicts))
+        tumour = [(scan.tumour == 1) for scan, _ in verdicts]
+        withheld = [t & ~scan.assessed for (scan, _), t in zip(verdicts, tumour) if scan.assessed is not None]
+        row["tumour_slices"] = int(sum(t.sum() for t in tumour))
+        row["tumour_slices_not_assessed"] = int(sum(w.sum() for w in withheld))
         summary[sequence] = row
     return summary
 

@@ -13,7 +13,7 @@ import torch
 
 from convnest_viewer.inference.card import GateSpec, ModelCard, ModelCardError, load_card
 from convnest_viewer.inference.factory import create_classifier
-from convnest_viewer.inference.foreground import head_mask
+from convnest_viewer.inference.foreground import head_mask, head_share
 from convnest_viewer.inference.preprocess import Letterbox, preprocess, preprocess_image, to_uint8
 from convnest_viewer.inference.gate import Gate, GateDecision, image_statistics, stage_statistics
 from convnest_viewer.inference.installed import DEFAULT_MODEL_FILE, default_model_name
@@ -118,6 +118,7 @@ class SliceInput:
     window: Window
     model_input: np.ndarray
     blank: str | None = None  # the gate's image rule: why the slice is blank, if it is
+    head_share: float = 0.0  # share of the slice the head covers (the gate's series rule compares it)
 
 
 class Classifier:
@@ -179,6 +180,11 @@ class Classifier:
         return "onnxruntime" if self.onnx is not None else "torch"
 
     @property
+    def min_head_fraction(self) -> float:
+        """Return the gate's series rule: the least head section, as a share of the largest, a slice needs (0: off)."""
+        return self.gate.spec.min_head_fraction if self.gate else 0.0
+
+    @property
     def class_ids(self) -> list[str]:
         """Return the class ids in output order."""
         return self.card.class_ids
@@ -206,7 +212,8 @@ class Classifier:
             image = to_uint8(values, window)
             mask = head_mask(image)  # one mask for the gate's blank rule and the head crop
             blank = self.gate.blank_reason(image, mask) if self.gate else None
-            prepared.append(SliceInput(volume, index, values, window, preprocess_image(image, self.spec, mask)[0], blank))
+            prepared.append(SliceInput(volume, index, values, window, preprocess_image(image, self.spec, mask)[0], blank,
+                                       head_share(image, mask)))
         return prepared, failed
 
     def assess_inputs(self, inputs: np.ndarray, blanks: Sequence[str | None] | None = None, batch_size: int = 16

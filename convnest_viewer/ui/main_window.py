@@ -237,6 +237,12 @@ class MainWindow(StudyOpeningMixin, DialogsMixin, OverlayMixin, QMainWindow):
             verdict = self.store.series_verdict(self.state.model_id, series, card)
             self.browser.set_finding(key, verdict.text(self.state.display_names))  # the same words as the study's
             self.panel.set_study_summary(study_summary_html(self.state.result, self.store, self.state.model_id, card))
+            state = self.state
+            reason = self._not_assessed_reason(state.volume, state.index) if series is state.series else None
+            if reason is not None:  # the gate's series rule is final now: the current slice may be at the head's edge
+                self.panel.show_slice(self.store.probabilities(state.model_id, series.key, state.volume, state.index),
+                                      reason)
+                self._update_overlay()
 
     def _not_assessed_reason(self, volume: int, index: int) -> str | None:
         model_id, series = self.state.model_id, self.state.series
