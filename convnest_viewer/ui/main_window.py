@@ -231,17 +231,14 @@ class MainWindow(StudyOpeningMixin, DialogsMixin, OverlayMixin, QMainWindow):
         self._refresh_timer.start()
 
     def _series_done(self, key: str) -> None:
-        series = self.state.result.find(key)
-        card = self.state.card
+        series, card = self.state.result.find(key), self.state.card
         if series is not None and card is not None:
             verdict = self.store.series_verdict(self.state.model_id, series, card)
             self.browser.set_finding(key, verdict.text(self.state.display_names))  # the same words as the study's
             self.panel.set_study_summary(study_summary_html(self.state.result, self.store, self.state.model_id, card))
-            state = self.state
-            reason = self._not_assessed_reason(state.volume, state.index) if series is state.series else None
+            reason = self._not_assessed_reason(self.state.volume, self.state.index) if series is self.state.series else None
             if reason is not None:  # the gate's series rule is final now: the current slice may be at the head's edge
-                self.panel.show_slice(self.store.probabilities(state.model_id, series.key, state.volume, state.index),
-                                      reason)
+                self.panel.show_slice(None, reason)
                 self._update_overlay()
 
     def _not_assessed_reason(self, volume: int, index: int) -> str | None:
