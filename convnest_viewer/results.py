@@ -100,7 +100,7 @@ class ResultStore:
 
     def _head_edge_locked(self, model_id: str, series_key: str) -> dict[tuple[int, int], str]:
         """Return {(volume, index): reason} of slices the gate's series rule withholds (call with the lock held)."""
-        from convnest_viewer.inference.gate import head_edge_reason
+        from convnest_viewer.inference.gate import at_head_edge, head_edge_reason, largest_assessed_section
 
         fraction = self._min_head_fraction.get(model_id, 0.0)
         shares = self._head_shares.get((model_id, series_key))
@@ -110,15 +110,17 @@ class ResultStore:
         cached = self._head_edge.get((model_id, series_key))
         if cached is not None and cached[0] == changes:
             return cached[1]
-        largest: dict[int, float] = {}
-        for (volume, index), share in shares.items():
-            if (model_id, series_key, volume, index) not in self._not_assessed:
-                largest[volume] = max(largest.get(volume, 0.0), share)
+        by_volume: dict[int, list[tuple[int, int]]] = {}
+        for key in shares:
+            by_volume.setdefault(key[0], []).append(key)
         withheld = {}
-        for (volume, index), share in shares.items():
-            top = largest.get(volume, 0.0)
-            if top > 0 and share < fraction * top and (model_id, series_key, volume, index) not in self._not_assessed:
-                withheld[(volume, index)] = head_edge_reason(share, top, fraction)
+        for keys in by_volume.values():
+            values = np.array([shares[key] for key in keys])
+            assessed = np.array([(model_id, series_key, *key) not in self._not_assessed for key in keys])
+            largest = largest_assessed_section(values, assessed)
+            for key, share, edge in zip(keys, values, at_head_edge(values, assessed, fraction) & assessed):
+                if edge:
+                    withheld[key] = head_edge_reason(share, largest, fraction)
         self._head_edge[(model_id, series_key)] = (changes, withheld)
         return withheld
 

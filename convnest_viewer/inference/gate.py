@@ -26,7 +26,7 @@ from convnest_viewer.inference.foreground import head_share
 BLANK_REASON = "blank or nearly empty slice"
 OUT_OF_DOMAIN_REASON = "unlike the brain MRI slices the model was trained on"
 HEAD_EDGE_REASON = ("at the edge of the head: head section {share:.0%} of the series' largest, "
-                       "under the {fraction:.0%} the model was trained on")
+                    "under the {fraction:.0%} the model was trained on")
 
 
 @dataclass(frozen=True)
@@ -175,14 +175,20 @@ class Gate:
         return GateDecision(True, None, score)
 
 
+def largest_assessed_section(head_shares: np.ndarray, assessed: np.ndarray) -> float:
+    """Return the largest head share among a volume's assessed slices whose share is known (0 when there is none)."""
+    shares = np.asarray(head_shares, np.float64)
+    known = np.asarray(assessed, bool) & ~np.isnan(shares)
+    return float(shares[known].max()) if known.any() else 0.0
+
+
 def at_head_edge(head_shares: np.ndarray, assessed: np.ndarray, fraction: float) -> np.ndarray:
     """Return which slices of one volume show less head than `fraction` of the largest section among its assessed
     slices (head_shares: NaN where not known yet; assessed: what the per-slice gate let through)."""
     shares = np.asarray(head_shares, np.float64)
-    known = np.asarray(assessed, bool) & ~np.isnan(shares)
-    if fraction <= 0 or not known.any():
+    largest = largest_assessed_section(shares, assessed)
+    if fraction <= 0 or largest <= 0:
         return np.zeros(len(shares), bool)
-    largest = float(shares[known].max())
     with np.errstate(invalid="ignore"):
         return shares < fraction * largest
 
