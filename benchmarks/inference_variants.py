@@ -131,7 +131,7 @@ def add_onnx_runtime(variants: dict, model: torch.nn.Module, inputs: torch.Tenso
         os.environ[CACHE_DIR_VARIABLE] = folder
         begin = time.perf_counter()
         try:
-            forward = load_onnx_forward(model, weights_sha256, tuple(inputs.shape[1:]), stages=[])
+            forward = load_onnx_forward(lambda: model, weights_sha256, tuple(inputs.shape[1:]), stages=[])
         except Exception as exc:  # noqa: BLE001 - an exporter that cannot take the model is a result
             return None, f"export failed: {type(exc).__name__}: {str(exc).splitlines()[0][:100]}"
         finally:

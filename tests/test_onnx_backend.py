@@ -10,7 +10,7 @@ pytest.importorskip("onnxscript", reason="exporting needs onnxscript: pip instal
 
 from convnest_viewer.inference import classifier as classifier_module  # noqa: E402
 from convnest_viewer.inference.classifier import Classifier  # noqa: E402
-from convnest_viewer.inference.onnx_runtime import MODEL_FILE, cache_root  # noqa: E402
+from convnest_viewer.inference.onnx_runtime import MODEL_FILE, PROBE_FILE, cache_root  # noqa: E402
 from convnest_viewer.io.loader import load_study  # noqa: E402
 from tests.paths import DICOM  # noqa: E402
 
@@ -48,9 +48,20 @@ def test_the_export_is_cached_and_a_damaged_or_altered_cache_is_exported_again(m
     monkeypatch.setenv("CONVNEST_CACHE_DIR", str(tmp_path))
     first = Classifier(None, device="cpu")
     (path,) = cache_root().glob(f"*/{MODEL_FILE}")
+    assert (path.parent / PROBE_FILE).is_file(), "the torch model's probe outputs are stored with the export"
     exported = path.stat().st_mtime_ns
-    Classifier(None, device="cpu")
+    cached = Classifier(None, device="cpu")
     assert path.stat().st_mtime_ns == exported, "a valid cached export is loaded, not exported again"
+    assert cached._model is None, "verified by its stored probe outputs: the torch model is not built to classify"
+    probe = np.random.default_rng(0).normal(size=(2, *first.onnx.session.get_inputs()[0].shape[1:])).astype(np.float32)
+    assert np.allclose(cached.predict_inputs(probe), first.predict_inputs(probe), atol=1e-6)
+    assert cached.model is not None and cached._model is not None, "heatmaps get the torch model when they ask"
+
+    (path.parent / PROBE_FILE).unlink()  # an export from before outputs were stored: checked against torch, kept
+    Classifier(None, device="cpu")
+    assert path.stat().st_mtime_ns == exported and (path.parent / PROBE_FILE).is_file()
+    (path.parent / PROBE_FILE).write_bytes(b"not safetensors")
+    assert Classifier(None, device="cpu").backend == "onnxruntime" and path.stat().st_mtime_ns == exported
 
     path.write_bytes(path.read_bytes()[:5000])  # truncated
     again = Classifier(None, device="cpu")
@@ -65,7 +76,6 @@ def test_the_export_is_cached_and_a_damaged_or_altered_cache_is_exported_again(m
     altered = path.stat().st_mtime_ns
     checked = Classifier(None, device="cpu")
     assert checked.backend == "onnxruntime" and path.stat().st_mtime_ns != altered, "the probe caught the change"
-    probe = np.random.default_rng(0).normal(size=(2, *first.onnx.session.get_inputs()[0].shape[1:])).astype(np.float32)
     assert np.allclose(checked.predict_inputs(probe), first.predict_inputs(probe), atol=1e-5)
 
 
@@ -87,3 +97,19 @@ def test_backend_choice_and_fallback(monkeypatch, tmp_path):
     with pytest.raises(RuntimeError, match="not loaded from checked weights"):
         Classifier(model=model, card=fallback.card, device="cpu", backend="onnxruntime")
     assert Classifier(model=model, card=fallback.card, device="cpu").backend == "torch", "in-memory models stay on torch"
+
+
+def test_a_cached_export_classifies_without_importing_timm(monkeypatch, tmp_path):
+    """The viewer's memory target rests on this: with a verified cache, classification never builds the torch model."""
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("CONVNEST_CACHE_DIR", str(tmp_path))
+    Classifier(None, device="cpu")  # exports into the cache
+    script = ("import sys, numpy as np; from convnest_viewer.inference.classifier import Classifier; "
+              "c = Classifier(None, device='cpu'); s = c.spec; "
+              "p = c.predict_inputs(np.zeros((1, s.channels, s.size, s.size), np.float32)); "
+              "print(c.backend, 'timm' in sys.modules, round(float(p.sum()), 6))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["onnxruntime", "False", "1.0"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -18,7 +19,7 @@ from convnest_viewer.inference.preprocess import Letterbox, preprocess, preproce
 from convnest_viewer.inference.gate import Gate, GateDecision, image_statistics, stage_statistics
 from convnest_viewer.inference.installed import DEFAULT_MODEL_FILE, default_model_name
 from convnest_viewer.inference.onnx_runtime import OnnxForward, load_onnx_forward, missing_packages, requested_backend
-from convnest_viewer.inference.weights import load_state_dict
+from convnest_viewer.inference.weights import check_model_folder, load_state_dict
 from convnest_viewer.io.model import Series
 from convnest_viewer.io.window import Window
 from convnest_viewer.io.pixels import PixelReadError
@@ -126,30 +127,51 @@ class Classifier:
 
     def __init__(self, model_dir: Path | None = None, device: str | None = None, model: torch.nn.Module | None = None,
                  card: ModelCard | None = None, backend: str | None = None) -> None:
+        self._model: torch.nn.Module | None = None
+        self._model_lock = threading.Lock()
+        self.device = pick_device(device)
         if model is not None:
             if card is None:
                 raise ValueError("a model passed directly needs its card")
             self.model_dir, self.card, self.weights_sha256 = None, card, "in-memory"
+            self._model = self._on_device(model)
         else:
             self.model_dir = Path(model_dir) if model_dir else default_model_dir()
             self.card = load_card(self.model_dir)
-            state = load_state_dict(self.model_dir, self.card)
-            model = create_classifier(self.card)
-            mismatch = weights_mismatch(model.state_dict(), state, self.card)
-            if mismatch:
-                raise ModelCardError(f"{self.model_dir}: {mismatch}")
-            try:
-                model.load_state_dict(state, strict=True)
-            except RuntimeError as exc:
-                raise ModelCardError(f"{self.model_dir}: weights do not fit {self.card.architecture}: {exc}") from exc
+            check_model_folder(self.model_dir, self.card)
             self.weights_sha256 = self.card.weights[0].sha256 if len(self.card.weights) == 1 else _combined_sha(self.card)
-        self.device = pick_device(device)
-        self.model = model.eval().to(self.device)
-        if self.device.type != "cpu":
-            self.model = self.model.to(memory_format=torch.channels_last)
         self.spec = self.card.preprocessing
         self.gate = Gate.from_model_folder(self.model_dir, self.card.gate) if self.card.gate and self.model_dir else None
         self.onnx, self.backend_note = self._pick_backend(requested_backend(backend))
+        if self.onnx is None:
+            self.model  # noqa: B018 - torch classifies: build it now, so a model that does not fit fails here
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """Return the torch model, built from the checked weights the first time it is needed (ONNX Runtime
+        classifies without it; heatmaps need it)."""
+        with self._model_lock:
+            if self._model is None:
+                self._model = self._on_device(self._build_model())
+            return self._model
+
+    def _build_model(self) -> torch.nn.Module:
+        """Build the card's architecture and load its sha256-checked safetensors weights into it."""
+        state = load_state_dict(self.model_dir, self.card)
+        model = create_classifier(self.card)
+        mismatch = weights_mismatch(model.state_dict(), state, self.card)
+        if mismatch:
+            raise ModelCardError(f"{self.model_dir}: {mismatch}")
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise ModelCardError(f"{self.model_dir}: weights do not fit {self.card.architecture}: {exc}") from exc
+        return model
+
+    def _on_device(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Return the model in eval mode on the classifier's device (channels_last off the CPU)."""
+        model = model.eval().to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.device.type != "cpu" else model
 
     def _pick_backend(self, requested: str) -> tuple[OnnxForward | None, str]:
         """Return the ONNX Runtime session when it is asked for, or chosen by auto (CPU, installed, weights from a
@@ -167,7 +189,8 @@ class Classifier:
         stages = list(self.gate.spec.stages) if self.gate else []
         shape = (self.spec.channels, self.spec.size, self.spec.size)
         try:
-            return load_onnx_forward(self.model, self.weights_sha256, shape, stages), "ONNX Runtime"
+            identity = f"{self.card.architecture}/{self.card.num_classes}"
+            return load_onnx_forward(lambda: self.model, self.weights_sha256, shape, stages, identity), "ONNX Runtime"
         except Exception as exc:  # noqa: BLE001 - auto falls back to torch and says why
             if requested == "onnxruntime":
                 raise

@@ -1,9 +1,11 @@
 """ONNX Runtime as an optional CPU backend: the checked torch model exported once, cached, and proved equal.
 
-The safetensors weights stay the only source of the model: the ONNX file is exported from the model the app built
-and verified from them, cached under a key of the weights' sha256 and the library versions, and every time it is
-loaded its outputs on a fixed probe batch are compared with the torch model's; a cache that disagrees (stale,
-damaged or altered) is exported again. Needs `onnxruntime`, and `onnxscript` and `onnx` to export (the `onnx`
+The safetensors weights stay the only source of the model: the ONNX file is exported from the torch model the app
+built from them (their sha256 checked against the card), cached under a key of that sha256, the architecture and the
+library versions, together with the torch model's outputs on a fixed probe batch. Every time it is loaded, its
+outputs on the probe are compared with those stored outputs, so the app need not build the torch model (nor import
+timm) to classify; a cache that disagrees, or has no stored outputs, is checked against the torch model and exported
+again if it is stale, damaged or altered. Needs `onnxruntime`, and `onnxscript` and `onnx` to export (the `onnx`
 extra); without them the classifier stays on torch.
 """
 
@@ -16,7 +18,7 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -27,6 +29,7 @@ BACKENDS = ("auto", "torch", "onnxruntime")
 EXPORT_FORMAT = "convnest-onnx/1"  # part of the cache key: bump when the exported graph changes
 PROBE_TOLERANCE = 1e-4  # largest |torch - onnx| (absolute and relative) on the probe batch
 MODEL_FILE = "model.onnx"
+PROBE_FILE = "probe_outputs.safetensors"  # the torch model's outputs on the probe batch, written with the export
 log = logging.getLogger(__name__)
 
 
@@ -93,43 +96,82 @@ class OnnxForward:
         return torch.from_numpy(logits), [s.astype(np.float64) for s in stages]
 
 
-def cache_key(weights_sha256: str, input_shape: Sequence[int], stages: Sequence[int]) -> str:
-    """Return the cache folder name of a model export: its weights, input, stages and the exporting libraries."""
+def cache_key(weights_sha256: str, input_shape: Sequence[int], stages: Sequence[int], model_name: str = "") -> str:
+    """Return the cache folder name of a model export: its weights, architecture, input, stages and the libraries."""
     import onnxruntime
 
-    parts = [EXPORT_FORMAT, weights_sha256, "x".join(map(str, input_shape)), ",".join(map(str, stages)),
+    parts = [EXPORT_FORMAT, weights_sha256, model_name, "x".join(map(str, input_shape)), ",".join(map(str, stages)),
              torch.__version__, onnxruntime.__version__]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
 
 
-def load_onnx_forward(model: torch.nn.Module, weights_sha256: str, input_shape: Sequence[int],
-                      stages: Sequence[int]) -> OnnxForward:
-    """Return a verified ONNX Runtime session of the model (from the cache, else exported now); raise on failure."""
+def load_onnx_forward(build_model: Callable[[], torch.nn.Module], weights_sha256: str, input_shape: Sequence[int],
+                      stages: Sequence[int], model_name: str = "") -> OnnxForward:
+    """Return a verified ONNX Runtime session of the model (from the cache, else exported now); raise on failure.
+
+    build_model is called only when the cache cannot be verified by its stored probe outputs."""
     missing = missing_packages()
     if missing:
         raise RuntimeError(f"ONNX Runtime backend needs {', '.join(missing)} (pip install '.[onnx]')")
-    folder = cache_root() / cache_key(weights_sha256, input_shape, stages)
-    wrapper = _ForwardWithStageStatistics(model, stages).eval()
+    folder = cache_root() / cache_key(weights_sha256, input_shape, stages, model_name)
     probe = _probe_batch(input_shape)
-    with torch.inference_mode():
-        expected = [t.float().numpy() for t in wrapper(probe)]
     threads = torch.get_num_threads()
     path = folder / MODEL_FILE
+    stored = _stored_outputs(folder / PROBE_FILE)
+    if path.is_file() and stored:
+        forward, problem = _checked_cache(path, threads, probe, stored)
+        if forward is not None:
+            return forward
+        log.warning("cached ONNX export %s: %s against its stored probe outputs; checking it against torch", path, problem)
+    wrapper = _ForwardWithStageStatistics(build_model(), stages).eval()
+    with torch.inference_mode():
+        expected = [t.float().numpy() for t in wrapper(probe)]
     if path.is_file():
-        try:
-            forward = OnnxForward(path, threads)
-            problem = _disagreement(forward, probe, expected)
-        except Exception as exc:  # noqa: BLE001 - a damaged cache file is re-exported, whatever the reader says
-            problem = f"unreadable ({type(exc).__name__})"
-        if not problem:
+        forward, problem = _checked_cache(path, threads, probe, expected)
+        if forward is not None:
+            _store_outputs(folder, expected)
             return forward
         log.warning("cached ONNX export %s: %s; exporting again", path, problem)
-    _export(wrapper, probe, folder)
+    _export(wrapper, probe, folder, expected)
     forward = OnnxForward(path, threads)
     problem = _disagreement(forward, probe, expected)
     if problem:
         raise RuntimeError(f"{path}: the ONNX export disagrees with the torch model ({problem})")
     return forward
+
+
+def _checked_cache(path: Path, threads: int, probe: torch.Tensor, expected: list[np.ndarray]
+                   ) -> tuple[OnnxForward | None, str]:
+    """Return a cached export's session if its probe outputs agree with expected, else None and how they differ."""
+    try:
+        forward = OnnxForward(path, threads)
+        problem = _disagreement(forward, probe, expected)
+    except Exception as exc:  # noqa: BLE001 - a damaged cache file is re-exported, whatever the reader says
+        return None, f"unreadable ({type(exc).__name__})"
+    return (None, problem) if problem else (forward, "")
+
+
+def _stored_outputs(path: Path) -> list[np.ndarray]:
+    """Return the probe outputs stored with an export, or [] when there are none or they cannot be read."""
+    if not path.is_file():
+        return []
+    from safetensors.numpy import load_file
+
+    try:
+        stored = load_file(str(path))
+        return [stored[f"output_{number}"] for number in range(len(stored))]
+    except Exception as exc:  # noqa: BLE001 - unreadable stored outputs mean: check against torch
+        log.warning("%s: stored probe outputs unreadable (%s); checking the export against torch", path, type(exc).__name__)
+        return []
+
+
+def _store_outputs(folder: Path, outputs: list[np.ndarray]) -> None:
+    """Write the torch model's probe outputs beside its export (written beside, then moved into place)."""
+    from safetensors.numpy import save_file
+
+    staging = folder / f".{PROBE_FILE}.{os.getpid()}"
+    save_file({f"output_{number}": np.ascontiguousarray(v) for number, v in enumerate(outputs)}, str(staging))
+    os.replace(staging, folder / PROBE_FILE)
 
 
 def _probe_batch(input_shape: Sequence[int]) -> torch.Tensor:
@@ -155,8 +197,9 @@ def _disagreement(forward: OnnxForward, probe: torch.Tensor, expected: list[np.n
     return ""
 
 
-def _export(wrapper: torch.nn.Module, probe: torch.Tensor, folder: Path) -> None:
-    """Export the wrapper with a dynamic batch into folder/model.onnx (written beside, then moved into place)."""
+def _export(wrapper: torch.nn.Module, probe: torch.Tensor, folder: Path, expected: list[np.ndarray]) -> None:
+    """Export the wrapper with a dynamic batch into folder/model.onnx, with its probe outputs (written beside, then
+    moved into place)."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=folder.parent))
     try:
@@ -171,6 +214,7 @@ def _export(wrapper: torch.nn.Module, probe: torch.Tensor, folder: Path) -> None
                                   external_data=False, verbose=False)
         finally:
             exporter_log.setLevel(level)
+        _store_outputs(staging, expected)
         shutil.rmtree(folder, ignore_errors=True)
         try:
             os.replace(staging, folder)
@@ -181,4 +225,7 @@ def _export(wrapper: torch.nn.Module, probe: torch.Tensor, folder: Path) -> None
         shutil.rmtree(staging, ignore_errors=True)
 
 
-__all__ = ["BACKENDS", "OnnxForward", "cache_root", "load_onnx_forward", "missing_packages", "requested_backend"]
+__all__ = [
+    "BACKENDS", "MODEL_FILE", "OnnxForward", "PROBE_FILE", "cache_root", "load_onnx_forward", "missing_packages",
+    "requested_backend",
+]
