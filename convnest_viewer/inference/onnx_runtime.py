@@ -79,12 +79,14 @@ def cache_root() -> Path:
 class OnnxForward:
     """An ONNX Runtime session of one model: logits and gate stage statistics for a batch of model inputs."""
 
-    def __init__(self, path: Path, threads: int) -> None:
+    def __init__(self, path: Path, threads: int, spin: bool = False) -> None:
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = max(1, threads)
         options.log_severity_level = 3  # errors only
+        if not spin:  # idle pool threads sleep instead of spinning: on two cores, spinning took the UI thread's turns
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path = path
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
