@@ -1,6 +1,6 @@
-"""One measured viewer process for viewer_bench.py: `startup` or `session` mode; prints one JSON line.
+"""One measured viewer process for viewer_bench.py: `startup`, `session` or `memory` mode; prints one JSON line.
 
-    python benchmarks/viewer_probe.py startup|session SERIES_FOLDER DEVICE   (CONVNEST_BENCH_LAUNCH: launch time)
+    python benchmarks/viewer_probe.py startup|session|memory SERIES_FOLDER DEVICE   (CONVNEST_BENCH_LAUNCH: launch time)
 """
 
 from __future__ import annotations
@@ -68,6 +68,32 @@ def startup(series: str, device: str) -> dict:
             "series shown (indexed and opened)": marks["shown"] - start}
 
 
+def peak_gb() -> float:
+    """Return this process's peak resident memory so far, in GB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+
+
+def memory(series_path: str, device: str) -> dict:
+    """Peak memory of a viewer launched on the series (as `convnest-viewer SERIES`): once the series is classified,
+    then once the default heatmap of the slice on screen has arrived."""
+    app, window, _ = open_window(device, lambda shown: shown.open_paths([series_path]))
+    state, store = window.state, window.store
+    wait(app, lambda: state.model_error is not None or (state.model is not None and state.series is not None))
+    if state.model_error is not None:
+        raise RuntimeError(f"the model did not load: {state.model_error}")
+    series = state.series
+    total = series.n_slices * series.n_volumes
+    wait(app, lambda: len(store.finished(state.model_id, series.key)) >= total)
+    classified = peak_gb()
+    state.set_overlay_mode(state.default_heatmap)  # what H shows first
+    wait(app, lambda: (key := state.heatmap_key(store)) is not None and store.heatmap(key) is not None)
+    with_heatmap = peak_gb()
+    state.set_overlay_mode("none")
+    window.close()
+    return {"peak RSS, series open and classified": classified,
+            "peak RSS, with the default heatmap of one slice": with_heatmap}
+
+
 def _slice_changes(app, state, count: int) -> list[float]:
     """Move one slice at a time (bouncing at the ends) and time each change including its repaint."""
     times, step = [], 1
@@ -101,7 +127,6 @@ def session(series_path: str, device: str) -> dict:
     state.set_overlay_mode(state.default_heatmap)  # what H shows first
     overlay = _slice_changes(app, state, 40)
     state.set_overlay_mode("none")
-    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
     window.close()
 
     from convnest_viewer.inference.classifier import Classifier
@@ -180,8 +205,7 @@ def session(series_path: str, device: str) -> dict:
                         "classification throughput / bare batched forward": ratios,
                         "Grad-CAM / one forward pass": gradcam, "LayerCAM / one forward pass": layercam,
                         "Gradient SHAP (default samples) / one forward pass": shap,
-                        "Occlusion / one forward pass": occlusion,
-                        "peak RSS, series open and classified": [peak_gb]},
+                        "Occlusion / one forward pass": occlusion},
             "machine": {"torch": torch.__version__, "threads": torch.get_num_threads(), "model": classifier.card.name,
                         "backend": classifier.backend,
                         "bare forward slices/s (batch 32)": round(bare, 1), "pipeline slices/s (batch 32)": round(whole, 1),
@@ -191,4 +215,4 @@ def session(series_path: str, device: str) -> dict:
 
 if __name__ == "__main__":
     mode, series_path, device = sys.argv[1:4]
-    print(json.dumps(startup(series_path, device) if mode == "startup" else session(series_path, device)))
+    print(json.dumps({"startup": startup, "session": session, "memory": memory}[mode](series_path, device)))
