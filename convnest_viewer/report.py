@@ -200,7 +200,9 @@ def _series_html(series: Series, store: ResultStore, model_id: str, card, heatma
     if series.is_multivolume:
         parts.append(f"<p class=\"muted\">4-D series with {series.n_volumes} volumes: "
                      f"this report shows volume {volume + 1} only.</p>")
-    parts.append(f"<p><strong>{_e(summary.sentence(names))}</strong></p>")
+    verdict = store.series_verdict(model_id, series, card, volume).text(names)
+    parts.append(f"<p><strong>Series verdict: {_e(verdict[:1].upper() + verdict[1:])}</strong></p>")
+    parts.append(f"<p>Per slice: {_e(summary.sentence(names))}</p>")
     if summary.classified:
         parts.append(_table([(names.get(c, c), summary.counts[c]) for c in class_ids], ("Predicted class", "Slices")))
         parts.append(_img(strip_plot_png(table, class_ids, names), "Class probabilities per slice", "strip"))

@@ -272,3 +272,7 @@ def test_the_html_report_opens_with_the_study_verdict_and_each_series_verdict(cl
     for series in series_list:
         assert verdicts[series.key].text(names) in head
     assert text.index("<h2>Verdict</h2>") < text.index("<section>")
+    for series, section in zip(series_list, text.split("<section>")[1:]):  # each section leads with its verdict
+        verdict = verdicts[series.key].text(names)
+        assert f"<strong>Series verdict: {verdict[:1].upper() + verdict[1:]}</strong>" in section
+        assert section.index("Series verdict:") < section.index("Per slice: ")

@@ -145,7 +145,11 @@ def test_worker_classifies_the_whole_series_and_the_panel_shows_its_numbers(qtbo
     qtbot.waitUntil(lambda: len(window.panel.curve(0)[0]) == 35)  # the strip plot redraws shortly after results
     xs, ys = window.panel.curve(0)
     assert len(xs) == 35 and np.allclose(ys, [window.store.probabilities(window.state.model_id, series.key, 0, i)[0] for i in range(35)])
-    assert "Series:" in window.panel.summary.text()
+    verdict = window.store.series_verdict(window.state.model_id, series, window.state.model.card).text(window.state.display_names)
+    assert verdict and verdict != "not classified yet"
+    summary = window.panel.summary.text()
+    assert summary.startswith("<b>Series verdict:</b> " + verdict[:1].upper() + verdict[1:]), summary
+    assert "Per slice: " in summary, "the single slices' calls come after the verdict, labelled as such"
     legend, plot = window.panel.legend, window.panel.plot
     assert all(name in legend.text() for name in window.state.display_names.values())
     assert legend.isVisible() and not legend.geometry().intersects(plot.geometry()), "the legend sits outside the curves"
@@ -488,15 +492,17 @@ def test_cycles_holding_qt_objects_are_collected_in_the_gui_thread_not_in_a_work
     weakref.finalize(holder, lambda: freed_in.append(threading.current_thread()))
     del holder
 
-    def allocate() -> None:  # what a study loader does: many objects, which would start automatic collections
-        for _ in range(300_000):
-            [[]]
+    kept = []
+
+    def allocate() -> None:  # what a study loader does: many objects that stay (its index), which would start
+        kept.extend([[]] for _ in range(300_000))  # automatic collections; the GUI timer collects once they count
 
     worker = threading.Thread(target=allocate)
     worker.start()
     worker.join()
     qtbot.waitUntil(lambda: bool(freed_in), timeout=5000)  # the GUI thread's timer collects it
     assert freed_in == [threading.main_thread()]
+    assert len(kept) == 300_000
 
 
 def test_model_menu_lists_the_installed_models_and_switches_between_them(qtbot, tmp_path, monkeypatch):

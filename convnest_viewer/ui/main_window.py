@@ -52,8 +52,7 @@ class MainWindow(StudyOpeningMixin, DialogsMixin, OverlayMixin, QMainWindow):
         self.setWindowTitle(f"ConvNeXt Brain MRI Viewer {__version__}")
         self.resize(1400, 900)
         self.setAcceptDrops(True)
-        self.settings = prefs.app_settings()
-        self.store = ResultStore()
+        self.settings, self.store = prefs.app_settings(), ResultStore()
         self.installed_models = installed_models()  # the model folders Model > Model offers (cards read once)
         self.model_dir = model_dir or prefs.remembered_model(self.settings, self.installed_models)  # None: the default
         self.device_choice = device or prefs.get_str(self.settings, "device", "auto")
@@ -353,10 +352,11 @@ class MainWindow(StudyOpeningMixin, DialogsMixin, OverlayMixin, QMainWindow):
             self.panel.set_slice_count(state.series.n_slices)
             self.panel.set_current(state.index)
             return
-        n_slices = state.series.n_slices
-        table = self.store.series_probabilities(state.model_id, state.series.key, state.volume, n_slices, len(state.class_ids))
-        withheld = self.store.not_assessed_mask(state.model_id, state.series.key, state.volume, n_slices)
-        self.panel.show_series(table, state.index, self.store.failed_count(state.model_id, state.series.key, state.volume), withheld)
+        n_slices, key, volume = state.series.n_slices, state.series.key, state.volume
+        table = self.store.series_probabilities(state.model_id, key, volume, n_slices, len(state.class_ids))
+        withheld = self.store.not_assessed_mask(state.model_id, key, volume, n_slices)
+        verdict = self.store.series_verdict(state.model_id, state.series, state.model.card, volume)
+        self.panel.show_series(table, state.index, self.store.failed_count(state.model_id, key, volume), withheld, verdict)
 
     # --- window / level -------------------------------------------------------------------------
     def _window_changed(self, window: Window) -> None:

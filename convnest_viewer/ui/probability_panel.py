@@ -170,9 +170,10 @@ class ProbabilityPanel(QWidget):
             label.setText(("▶ " if index == predicted else "") + self.display_names.get(self.class_ids[index], self.class_ids[index]))
 
     def show_series(self, table: np.ndarray, current_index: int, failed: int = 0,
-                    not_assessed: np.ndarray | None = None) -> None:
+                    not_assessed: np.ndarray | None = None, verdict=None) -> None:
         """Plot each class's probability over the slices the model assessed (grey bands where its gate withheld
-        the answer; NaN rows: pending or failed) and summarise."""
+        the answer; NaN rows: pending or failed) and summarise: the series' verdict (a SeriesVerdict) once it has
+        one, then what the single slices were called."""
         self._n_slices = len(table)
         x = np.arange(1, len(table) + 1)
         withheld = np.zeros(len(table), bool) if not_assessed is None else np.asarray(not_assessed, bool)
@@ -185,7 +186,7 @@ class ProbabilityPanel(QWidget):
         self.withheld.setOpts(x=x[withheld], height=np.ones(int(withheld.sum())), width=1.0)
         self.set_slice_count(len(table))
         self.set_current(current_index)
-        self.summary.setText(self._summary_html(table, failed, withheld))
+        self.summary.setText(self._summary_html(table, failed, withheld, verdict))
 
     def set_study_summary(self, html: str) -> None:
         """Show the findings of every classified series of the study."""
@@ -200,12 +201,17 @@ class ProbabilityPanel(QWidget):
         """Move the strip plot's marker to a slice."""
         self.cursor.setValue(index + 1)
 
-    def _summary_html(self, table: np.ndarray, failed: int, withheld: np.ndarray) -> str:
+    def _summary_html(self, table: np.ndarray, failed: int, withheld: np.ndarray, verdict=None) -> str:
         if not len(table) or not self.class_ids:
             return ""
         summary = summarize(table, self.class_ids, self.no_finding, failed, withheld)
         counts = ", ".join(f"{self.display_names[c]}: {n}" for c, n in summary.counts.items() if n)
-        text = f"<b>Series:</b> {summary.sentence(self.display_names)}"
+        if verdict is None or verdict.label == "pending":
+            text = f"<b>Series:</b> {summary.sentence(self.display_names)}"
+        else:  # the verdict first: single slices called a tumour do not make a finding on their own
+            line = verdict.text(self.display_names)
+            text = (f"<b>Series verdict:</b> {line[:1].upper() + line[1:]}"
+                    f"<br><small>Per slice: {summary.sentence(self.display_names)}</small>")
         if counts:
             text += f"<br><small>Slices per predicted class — {counts}</small>"
         return text
