@@ -13,7 +13,8 @@ from convnest_viewer.inference.card import ModelCardError, load_card
 from convnest_viewer.inference.classifier import Classifier, default_model_dir
 from convnest_viewer.inference.heatmap import METHODS
 from tests.paths import DATA
-from training.explain_eval import BASELINE, best_method, localisation, summarise, tcga_tumour_slices
+from training.explain_eval import (BASELINE, best_method, localisation, summarise, tcga_tumour_slices,
+                                   volume_tumour_slices)
 
 
 def test_localisation_scores_a_map_on_the_mask_and_one_beside_it():
@@ -111,6 +112,16 @@ def test_held_out_tumour_slices_come_with_masks_on_their_own_grid():
     assert {s.sequence for s in slices} == {"t1", "flair", "t1c"}
     for item in slices:
         assert item.mask.shape == item.values.shape and item.mask.sum() * 0.81 >= 100, "a tumour slice's mask"
+
+
+def test_max_slices_caps_label_volume_slices_per_sequence_over_all_cases():
+    cases = sorted((DATA / "brats2013-hgg" / "test").iterdir())[:2]
+    slices = volume_tumour_slices(cases, max_per_sequence=4)
+    counts = {sequence: sum(s.sequence == sequence for s in slices) for sequence in {s.sequence for s in slices}}
+    assert counts == {"flair": 4, "t1c": 4}, "at most four per sequence in all, not four per case"
+    assert {s.case for s in slices} == {c.name for c in cases}, "spread over both cases"
+    for item in slices:
+        assert item.mask.shape == item.values.shape and item.mask.any(), "a labelled tumour slice on its own grid"
 
 
 def test_the_model_card_dialog_shows_each_methods_measured_pointing_game(explain_run):

@@ -68,18 +68,21 @@ def tcga_tumour_slices(root: Path, institutions: set[str], max_per_sequence: int
 
 
 def volume_tumour_slices(case_folders: list[Path], max_per_sequence: int = 0) -> list[MaskedSlice]:
-    """Return the axial tumour slices of label volumes (brats case folders), with their label maps as masks."""
-    slices = []
+    """Return the axial tumour slices of label volumes (brats case folders), with their label maps as masks; at most
+    max_per_sequence per sequence over all the cases together, spread evenly over them."""
     listings = {root: list_label_volumes(root) for root in {Path(f).parent.parent for f in case_folders}}
-    for folder in map(Path, case_folders):
-        records = [r for r in listings[folder.parent.parent].records
-                   if r.case == folder.name and r.plane == "axial" and r.label == GLIOMA]
-        tumour = volume_array(next(folder.glob("OTMultiClass.nii*"))) > 0
-        for record in _spread(records, max_per_sequence):
-            values, window = record_pixels(record)
-            mask = take_slice(tumour, record.plane, record.slice_index)
-            slices.append(MaskedSlice("brats2013-hgg", record.case, record.sequence, record.slice_index, values, window,
-                                      mask))
+    records = [r for folder in map(Path, case_folders) for r in listings[folder.parent.parent].records
+               if r.case == folder.name and r.plane == "axial" and r.label == GLIOMA]
+    folders = {Path(f).name: Path(f) for f in case_folders}
+    tumours: dict[str, np.ndarray] = {}
+    slices = []
+    for record in _spread(records, max_per_sequence):
+        if record.case not in tumours:
+            tumours[record.case] = volume_array(next(folders[record.case].glob("OTMultiClass.nii*"))) > 0
+        values, window = record_pixels(record)
+        mask = take_slice(tumours[record.case], record.plane, record.slice_index)
+        slices.append(MaskedSlice("brats2013-hgg", record.case, record.sequence, record.slice_index, values, window,
+                                  mask))
     return slices
 
 
