@@ -10,7 +10,7 @@ from convnest_viewer.inference.factory import create_classifier
 from convnest_viewer.inference.preprocess import preprocess
 from convnest_viewer.io.window import Window
 
-BLOB_CLASSES = [ClassInfo("blob", "Bright blob"), ClassInfo("clean", "No blob")]
+BLOB_CLASSES = [ClassInfo("blob", "Bright blob"), ClassInfo("clean", "No blob", no_finding=True)]
 SPEC = PreprocessSpec(size=128, channels=1)
 WINDOW = Window.from_range(0.0, 1000.0)
 

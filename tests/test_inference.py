@@ -197,8 +197,8 @@ def blob_classifier():
 def test_heatmaps_point_at_the_blob_in_original_coordinates(blob_classifier):
     rng = np.random.default_rng(2024)
     shapes = [(128, 128), (96, 160), (160, 112), (200, 300)]
-    hits = {"gradcam": 0, "layercam": 0, "shap": 0, "occlusion": 0}
-    contrast = {"gradcam": [], "layercam": [], "occlusion": []}  # a CAM's mean inside the blob over its mean outside
+    hits = {"gradcam": 0, "layercam": 0, "shap": 0, "occlusion": 0, "tumour_occlusion": 0}
+    contrast = {"gradcam": [], "layercam": [], "occlusion": [], "tumour_occlusion": []}  # a CAM's mean inside the blob over its mean outside
     correct, total = 0, 0
     for shape in shapes * 5:
         values, centre, radius = blob_slice(rng, shape, with_blob=True)
@@ -221,6 +221,9 @@ def test_heatmaps_point_at_the_blob_in_original_coordinates(blob_classifier):
     # occlusion blanks 10% squares: hiding the blob is what lowers the blob class (measured 20 of 20 peaks on it)
     assert hits["occlusion"] >= 0.9 * total, hits
     assert min(contrast["occlusion"]) > 2.0, (hits, np.round(contrast["occlusion"], 2))
+    # tumour occlusion fills the squares with the median tissue instead: hiding the blob still lowers its log-odds
+    assert hits["tumour_occlusion"] >= 0.9 * total, hits
+    assert min(contrast["tumour_occlusion"]) > 2.0, (hits, np.round(contrast["tumour_occlusion"], 2))
     # Grad-CAM has one cell per 32 input pixels (4x4 here): its peak often lands beside the blob, so the test asks
     # that its mass favours the blob on every slice (a uniform map scores 1, one on the ring less), clearly on most;
     # LayerCAM adds the finer stages: its peak lands on the blob far more often than Grad-CAM's (measured 18 of 20
@@ -232,7 +235,7 @@ def test_heatmaps_point_at_the_blob_in_original_coordinates(blob_classifier):
 
 def test_a_slice_gets_the_same_map_every_time_and_leaves_numpys_generator_alone(blob_classifier):
     values, _, _ = blob_slice(np.random.default_rng(5), (96, 160), with_blob=True)
-    for method in ("shap", "layercam", "gradcam", "occlusion"):
+    for method in ("shap", "layercam", "gradcam", "occlusion", "tumour_occlusion"):
         np.random.seed(1)
         first = explain(blob_classifier, values, WINDOW, method, target="blob", shap_samples=8)
         np.random.seed(2)  # whatever state the caller's generator is in

@@ -162,7 +162,7 @@ def test_clicking_the_strip_plot_jumps_to_a_slice(qtbot, window):
     assert window.state.index == 3 and window.panel.cursor.value() == 4
 
 
-@pytest.mark.parametrize("method", ["gradcam", "layercam", "shap", "occlusion"])
+@pytest.mark.parametrize("method", ["gradcam", "layercam", "shap", "occlusion", "tumour_occlusion"])
 def test_heatmap_toggle_sets_an_overlay_with_the_slice_shape(qtbot, window, method):
     _open(qtbot, window, DICOM / "ge-epi-4d")
     presses = window.state.overlay_order().index(method)
@@ -201,6 +201,13 @@ def test_explaining_a_chosen_class(qtbot, window):
         window.model_dock.target_combo.setCurrentIndex(3)  # "No tumour" is class index 2
     assert window.state.overlay_target == 2
     assert "No tumour" in window.model_dock.overlay_status.text()
+    with qtbot.waitSignal(window.overlayShown, timeout=TIMEOUT_MS,
+                          check_params_cb=lambda key: key is not None and key.method == "tumour_occlusion"):
+        window.state.set_overlay_mode("tumour_occlusion")
+    assert window.model_dock.overlay_status.text() == "Tumour occlusion for No tumour"
+    with qtbot.waitSignal(window.overlayShown, timeout=TIMEOUT_MS, check_params_cb=lambda key: key is not None and key.target_index == 0):
+        window.model_dock.target_combo.setCurrentIndex(1)  # Glioma: tumour occlusion shows any tumour against none
+    assert "any tumour against no tumour" in window.model_dock.overlay_status.text()
 
 
 def test_switching_series_never_shows_the_first_series_results_on_the_second(qtbot, window):

@@ -80,7 +80,7 @@ def test_overlay_mode_and_target_and_the_heatmap_the_slice_needs(two_series):
     assert state.heatmap_key(store) == HeatmapKey("sha", state.series.key, 0, 17, "gradcam", 1)
     assert state.set_overlay_target(2)
     assert state.heatmap_key(store).target_index == 2
-    for mode in ("layercam", "shap", "occlusion", "none"):  # the other methods, then none
+    for mode in ("layercam", "shap", "occlusion", "tumour_occlusion", "none"):  # the other methods, then none
         assert state.cycle_overlay() and state.overlay_mode == mode
     assert not state.set_overlay_mode("bogus")
 
@@ -92,7 +92,7 @@ def test_the_cards_best_measured_heatmap_comes_first(two_series):
     card.explanation.default_method = "layercam"
     state.set_model(ModelInfo("sha", card, "CPU"))
     assert state.default_heatmap == "layercam"
-    assert state.overlay_order() == ("none", "layercam", "gradcam", "shap", "occlusion")
+    assert state.overlay_order() == ("none", "layercam", "gradcam", "shap", "occlusion", "tumour_occlusion")
     assert state.cycle_overlay() and state.overlay_mode == "layercam", "H shows the best-measured map first"
 
 

@@ -1,4 +1,4 @@
-"""Explanations with captum and hooks: Grad-CAM, LayerCAM, Gradient SHAP and occlusion maps on the original slice."""
+"""Explanations with captum and hooks: Grad-CAM, LayerCAM, Gradient SHAP and two occlusion maps on the original slice."""
 
 from __future__ import annotations
 
@@ -48,6 +48,9 @@ def _map_and_target(classifier: Classifier, batch: torch.Tensor, method: str, ta
     if method == "occlusion":
         target = int(classifier.logits(batch).argmax(dim=1)[0]) if target is None else target
         return _occlusion(classifier, batch, target), target
+    if method == "tumour_occlusion":
+        target = int(classifier.logits(batch).argmax(dim=1)[0]) if target is None else target
+        return _tumour_occlusion(classifier, batch, target), target
     raise ValueError(f"unknown explanation method {method!r}; choose one of {', '.join(METHODS)}")
 
 
@@ -147,6 +150,35 @@ def _occlusion(classifier: Classifier, batch: torch.Tensor, target: int) -> np.n
         attribution = Occlusion(log_probabilities).attribute(
             batch.float(), sliding_window_shapes=(batch.shape[1], side, side), strides=(batch.shape[1], stride, stride),
             baselines=blank, target=target, perturbations_per_eval=OCCLUSION_BATCH)
+    return attribution[0].sum(dim=0).float().cpu().numpy()
+
+
+def _tumour_occlusion(classifier: Classifier, batch: torch.Tensor, target: int) -> np.ndarray:
+    """Occlusion of the tumour log-odds: how much log(p(any tumour class) / p(no finding)) drops when a square is
+    filled with the head's median tissue value (for the no-finding class: how much its own log-odds drops).
+
+    It asks where the tumour is, not which type: the types share the map. Tissue, not black, fills the square, so
+    a hidden lesion looks like the brain around it instead of like a hole. Squares as in _occlusion.
+    """
+    from captum.attr import Occlusion
+
+    normal = classifier.card.class_ids.index(classifier.card.no_finding_id)
+    sign = -1.0 if target == normal else 1.0
+
+    def tumour_log_odds(inputs: torch.Tensor) -> torch.Tensor:
+        log_p = torch.log_softmax(classifier.model(inputs).float() / classifier.card.temperature, dim=1)
+        tumour = torch.logsumexp(torch.cat([log_p[:, :normal], log_p[:, normal + 1:]], dim=1), dim=1)
+        return (sign * (tumour - log_p[:, normal]))[:, None]
+
+    side = max(2, int(round(batch.shape[-1] * OCCLUSION_WINDOW)))
+    stride = max(1, side // 2)
+    blank = (classifier.spec.pad_value / 255.0 - classifier.spec.mean[0]) / classifier.spec.std[0]
+    tissue = batch[batch > blank + 0.05]  # the head: above the letterbox's blank (and the black around the head)
+    fill = float(tissue.median()) if tissue.numel() else blank
+    with torch.inference_mode():
+        attribution = Occlusion(tumour_log_odds).attribute(
+            batch.float(), sliding_window_shapes=(batch.shape[1], side, side), strides=(batch.shape[1], stride, stride),
+            baselines=fill, target=0, perturbations_per_eval=OCCLUSION_BATCH)
     return attribution[0].sum(dim=0).float().cpu().numpy()
 
 

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-METHODS = ("gradcam", "layercam", "shap", "occlusion")
+METHODS = ("gradcam", "layercam", "shap", "occlusion", "tumour_occlusion")
 RANDOMISED_SPEARMAN_LIMIT = 0.5  # maps correlating more with those of a model whose last stage is randomised fail
-METHOD_NAMES = {"gradcam": "Grad-CAM", "layercam": "LayerCAM", "shap": "Gradient SHAP", "occlusion": "Occlusion"}
+METHOD_NAMES = {"gradcam": "Grad-CAM", "layercam": "LayerCAM", "shap": "Gradient SHAP", "occlusion": "Occlusion",
+                "tumour_occlusion": "Tumour occlusion"}
 BASELINE = "random"  # measured beside the methods (a smooth random map: what a map that knows nothing scores)
 BASELINE_NAME = "Random map (baseline)"
 

@@ -53,6 +53,8 @@ class OverlayMixin:
     def _overlay_text(self, key: HeatmapKey) -> str:
         card = self.state.card
         text = f"{METHOD_NAMES[key.method]} for {card.classes[key.target_index].display}"
+        if key.method == "tumour_occlusion" and not card.classes[key.target_index].no_finding:
+            text = f"{METHOD_NAMES[key.method]}: any tumour against no tumour (the types share the map)"
         if key.method == "gradcam":
             cells = max(1, card.preprocessing.size // 32)
             text += f" (coarse: {cells}×{cells} grid)"
