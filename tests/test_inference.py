@@ -393,3 +393,22 @@ def test_the_8_bit_window_and_the_head_mask_keep_their_definitions_on_real_slice
         assert np.array_equal(mask, expected), index
         dropped += int(count > 1 and (areas < MIN_COMPONENT_SHARE * areas.max()).any())
     assert dropped >= 1  # the speck-dropping branch was checked too
+
+
+def test_tumour_occlusion_leaves_the_background_of_a_skull_stripped_volume_alone():
+    """Squares outside the head are not filled with tissue: the map has nothing there, and the types share it."""
+    from tests.paths import DATA
+
+    classifier = Classifier(None, device="cpu")
+    series = load_study([DATA / "brats2013-hgg" / "test" / "brats_2013_pat0001_1" / "Flair_subtrMeanDivStd.nii.gz"]).series[0]
+    values, window = series.pixels(75), series.window(75)
+    brain = values > values.min()
+    glioma = explain(classifier, values, window, "tumour_occlusion", target="glioma")
+    assert glioma.values.max() == pytest.approx(1.0)
+    yy, xx = np.mgrid[0:values.shape[0], 0:values.shape[1]]
+    rows, cols = np.nonzero(brain)
+    far = ((yy < rows.min() - 30) | (yy > rows.max() + 30) | (xx < cols.min() - 30) | (xx > cols.max() + 30))
+    assert far.any() and glioma.values[far].max() == 0.0, "a square wholly outside the head changes nothing"
+    assert glioma.values[brain].sum() / glioma.values.sum() > 0.85, "the map's mass lies on the brain"
+    meningioma = explain(classifier, values, window, "tumour_occlusion", target="meningioma")
+    assert np.array_equal(meningioma.values, glioma.values), "any tumour type against no tumour: one map"

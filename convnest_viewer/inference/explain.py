@@ -157,8 +157,9 @@ def _tumour_occlusion(classifier: Classifier, batch: torch.Tensor, target: int) 
     """Occlusion of the tumour log-odds: how much log(p(any tumour class) / p(no finding)) drops when a square is
     filled with the head's median tissue value (for the no-finding class: how much its own log-odds drops).
 
-    It asks where the tumour is, not which type: the types share the map. Tissue, not black, fills the square, so
-    a hidden lesion looks like the brain around it instead of like a hole. Squares as in _occlusion.
+    It asks where the tumour is, not which type: the types share the map. Tissue, not black, fills the part of a
+    square inside the head (outside it nothing changes), so a hidden lesion looks like the brain around it instead
+    of like a hole. Squares as in _occlusion.
     """
     from captum.attr import Occlusion
 
@@ -172,14 +173,29 @@ def _tumour_occlusion(classifier: Classifier, batch: torch.Tensor, target: int) 
 
     side = max(2, int(round(batch.shape[-1] * OCCLUSION_WINDOW)))
     stride = max(1, side // 2)
-    blank = (classifier.spec.pad_value / 255.0 - classifier.spec.mean[0]) / classifier.spec.std[0]
-    tissue = batch[batch > blank + 0.05]  # the head: above the letterbox's blank (and the black around the head)
-    fill = float(tissue.median()) if tissue.numel() else blank
+    head = _head_region(classifier, batch)
+    if not bool(head.any()):
+        return np.zeros(batch.shape[-2:], np.float32)
+    # inside the head a square becomes tissue; outside it stays as it is, so the background gets no attribution
+    baseline = torch.where(head, batch[:, :, head[0, 0]].median(), batch).float()
     with torch.inference_mode():
         attribution = Occlusion(tumour_log_odds).attribute(
             batch.float(), sliding_window_shapes=(batch.shape[1], side, side), strides=(batch.shape[1], stride, stride),
-            baselines=fill, target=0, perturbations_per_eval=OCCLUSION_BATCH)
+            baselines=baseline, target=0, perturbations_per_eval=OCCLUSION_BATCH)
     return attribution[0].sum(dim=0).float().cpu().numpy()
+
+
+def _head_region(classifier: Classifier, batch: torch.Tensor) -> torch.Tensor:
+    """Return a (1, 1, H, W) boolean mask of the head on a one-slice model input: its outlines, filled."""
+    from convnest_viewer.inference.foreground import head_mask
+
+    spec = classifier.spec
+    pixels = (batch[0, 0].detach().float().cpu().numpy() * spec.std[0] + spec.mean[0]) * 255.0
+    mask = head_mask(np.clip(np.rint(pixels), 0, 255).astype(np.uint8)).astype(np.uint8)
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    filled = np.zeros_like(mask)
+    cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)
+    return torch.from_numpy(filled.astype(bool))[None, None].to(batch.device)
 
 
 def _dark_baselines(classifier: Classifier, batch: torch.Tensor, count: int = 8) -> torch.Tensor:
