@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from convnest_viewer.inference.classifier import Classifier
-from convnest_viewer.inference.explain import input_map
+from convnest_viewer.inference.explain import input_head, input_map
 from convnest_viewer.inference.factory import explain_layer
 from convnest_viewer.inference.foreground import head_mask
 from convnest_viewer.inference.heatmap import BASELINE, METHODS, RANDOMISED_SPEARMAN_LIMIT as NO_CHANGE_SPEARMAN
@@ -159,13 +159,6 @@ def randomised_classifier(classifier: Classifier, seed: int = 0) -> Classifier:
             else:
                 parameter.zero_()
     return Classifier(model=model, card=classifier.card, device=str(classifier.device))
-
-
-def input_head(classifier: Classifier, batch: torch.Tensor) -> np.ndarray:
-    """Return the head's mask on the model input of a one-slice batch."""
-    spec = classifier.spec
-    pixels = (batch[0, 0].detach().float().cpu().numpy() * spec.std[0] + spec.mean[0]) * 255
-    return head_mask(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:

@@ -138,19 +138,11 @@ def _occlusion(classifier: Classifier, batch: torch.Tensor, target: int) -> np.n
     blank value (what the model sees where there is no head); overlapping squares' drops are averaged per pixel.
     The log-probability, not the probability, so a confident slice still shows where its evidence lies.
     """
-    from captum.attr import Occlusion
-
     def log_probabilities(inputs: torch.Tensor) -> torch.Tensor:
         return torch.log_softmax(classifier.model(inputs).float() / classifier.card.temperature, dim=1)
 
-    side = max(2, int(round(batch.shape[-1] * OCCLUSION_WINDOW)))
-    stride = max(1, side // 2)
     blank = (classifier.spec.pad_value / 255.0 - classifier.spec.mean[0]) / classifier.spec.std[0]
-    with torch.inference_mode():
-        attribution = Occlusion(log_probabilities).attribute(
-            batch.float(), sliding_window_shapes=(batch.shape[1], side, side), strides=(batch.shape[1], stride, stride),
-            baselines=blank, target=target, perturbations_per_eval=OCCLUSION_BATCH)
-    return attribution[0].sum(dim=0).float().cpu().numpy()
+    return _occlude(batch, log_probabilities, blank, target)
 
 
 def _tumour_occlusion(classifier: Classifier, batch: torch.Tensor, target: int) -> np.ndarray:
@@ -161,8 +153,6 @@ def _tumour_occlusion(classifier: Classifier, batch: torch.Tensor, target: int) 
     square inside the head (outside it nothing changes), so a hidden lesion looks like the brain around it instead
     of like a hole. Squares as in _occlusion.
     """
-    from captum.attr import Occlusion
-
     normal = classifier.card.class_ids.index(classifier.card.no_finding_id)
     sign = -1.0 if target == normal else 1.0
 
@@ -171,27 +161,39 @@ def _tumour_occlusion(classifier: Classifier, batch: torch.Tensor, target: int) 
         tumour = torch.logsumexp(torch.cat([log_p[:, :normal], log_p[:, normal + 1:]], dim=1), dim=1)
         return (sign * (tumour - log_p[:, normal]))[:, None]
 
-    side = max(2, int(round(batch.shape[-1] * OCCLUSION_WINDOW)))
-    stride = max(1, side // 2)
     head = _head_region(classifier, batch)
     if not bool(head.any()):
         return np.zeros(batch.shape[-2:], np.float32)
     # inside the head a square becomes tissue; outside it stays as it is, so the background gets no attribution
     baseline = torch.where(head, batch[:, :, head[0, 0]].median(), batch).float()
+    return _occlude(batch, tumour_log_odds, baseline, 0)
+
+
+def _occlude(batch: torch.Tensor, forward, baseline: float | torch.Tensor, target: int) -> np.ndarray:
+    """Return captum Occlusion's map of forward's target output: squares of OCCLUSION_WINDOW slid by half a side."""
+    from captum.attr import Occlusion
+
+    side = max(2, int(round(batch.shape[-1] * OCCLUSION_WINDOW)))
+    stride = max(1, side // 2)
     with torch.inference_mode():
-        attribution = Occlusion(tumour_log_odds).attribute(
+        attribution = Occlusion(forward).attribute(
             batch.float(), sliding_window_shapes=(batch.shape[1], side, side), strides=(batch.shape[1], stride, stride),
-            baselines=baseline, target=0, perturbations_per_eval=OCCLUSION_BATCH)
+            baselines=baseline, target=target, perturbations_per_eval=OCCLUSION_BATCH)
     return attribution[0].sum(dim=0).float().cpu().numpy()
 
 
-def _head_region(classifier: Classifier, batch: torch.Tensor) -> torch.Tensor:
-    """Return a (1, 1, H, W) boolean mask of the head on a one-slice model input: its outlines, filled."""
+def input_head(classifier: Classifier, batch: torch.Tensor) -> np.ndarray:
+    """Return the head's mask (foreground, outlines not filled) on the model input of a one-slice batch."""
     from convnest_viewer.inference.foreground import head_mask
 
     spec = classifier.spec
     pixels = (batch[0, 0].detach().float().cpu().numpy() * spec.std[0] + spec.mean[0]) * 255.0
-    mask = head_mask(np.clip(np.rint(pixels), 0, 255).astype(np.uint8)).astype(np.uint8)
+    return head_mask(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
+
+
+def _head_region(classifier: Classifier, batch: torch.Tensor) -> torch.Tensor:
+    """Return a (1, 1, H, W) boolean mask of the head on a one-slice model input: its outlines, filled."""
+    mask = input_head(classifier, batch).astype(np.uint8)
     contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     filled = np.zeros_like(mask)
     cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)

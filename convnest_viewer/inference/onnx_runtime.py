@@ -128,7 +128,7 @@ def load_onnx_forward(build_model: Callable[[], torch.nn.Module], weights_sha256
     wrapper = _ForwardWithStageStatistics(build_model(), stages).eval()
     with torch.inference_mode():
         expected = [t.float().numpy() for t in wrapper(probe)]
-    if path.is_file():
+    if path.is_file():  # also after a stored-output disagreement: the damaged file may be the outputs, not the export
         forward, problem = _checked_cache(path, threads, probe, expected)
         if forward is not None:
             _store_outputs(folder, expected)
