@@ -133,3 +133,20 @@ def test_the_model_card_dialog_shows_each_methods_measured_pointing_game(explain
     for method, figures in card.explanation.evaluation.items():
         assert f"{figures['pointing_game']:.0%}" in html and f"{figures['mass_ratio']:.2f}x" in html
     assert "Random map (baseline)" in html and card.explanation.measured_on in html
+
+
+def test_explain_eval_can_measure_one_sequence_and_one_method_only(tmp_path):
+    out = tmp_path / "explain"
+    code = cli_main(["explain-eval", "--tcga", str(DATA / "tcga-lgg"), "--institutions", "CS", "--sequences", "FLAIR",
+                     "--methods", "tumour_occlusion", "--max-slices", "2", "--randomisation-slices", "1",
+                     "--out", str(out), "--device", "cpu"])
+    assert code == 0
+    result = json.loads((out / "explain.json").read_text())
+    assert result["methods"] == ["tumour_occlusion", BASELINE] and len(result["rows"]) == 2
+    assert set(result["summary"]) == {"tcga-lgg flair"}
+    assert "**Tumour occlusion**" in (out / "explain.md").read_text()
+    refused = ["explain-eval", "--tcga", str(DATA / "tcga-lgg"), "--methods", "tumour_occlusion", "--write-card",
+               "--out", str(tmp_path / "refused")]
+    assert cli_main(refused) == 2, "the card's default is chosen among every method, so all must be measured"
+    assert cli_main(["explain-eval", "--tcga", str(DATA / "tcga-lgg"), "--methods", "lime",
+                     "--out", str(tmp_path / "refused")]) == 2

@@ -85,6 +85,9 @@ def add_training_parsers(commands) -> None:
     explain.add_argument("--institutions", default="CS", help="tcga-lgg institutions never trained on (default CS)")
     explain.add_argument("--volumes", type=Path, nargs="*", default=[], help="held-out label-volume case folders (brats)")
     explain.add_argument("--max-slices", type=int, default=0, help="at most this many tumour slices per sequence")
+    explain.add_argument("--sequences", default="", help="only these sequences, comma-separated (default: all)")
+    explain.add_argument("--methods", default="", help="only these heatmap methods, comma-separated (default: all; "
+                                                       "--write-card needs all)")
     explain.add_argument("--shap-samples", type=int, default=16, help="Gradient SHAP samples (the app's default)")
     explain.add_argument("--randomisation-slices", type=int, default=12,
                          help="slices per sequence for the model-parameter randomisation check")

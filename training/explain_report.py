@@ -42,7 +42,8 @@ def explain_markdown(model_name: str, result: dict, measured_on: str) -> str:
                          f"| {f['deletion_auc']:.3f} | {f['insertion_auc']:.3f} | {spearman} |")
         lines.append("")
     if TARGET_GROUP in result["summary"]:
-        best, qualified = best_method(result["summary"], TARGET_GROUP)
+        best, qualified = best_method(result["summary"], TARGET_GROUP,
+                                      tuple(m for m in result["methods"] if m != BASELINE))
         f = result["summary"][TARGET_GROUP][best]
         met = qualified and f["pointing_game"] >= TARGET_POINTING and f["mass_ratio"] >= TARGET_MASS_RATIO
         lines += [f"Best on {TARGET_GROUP}: **{NAMES[best]}**, pointing game {f['pointing_game']:.1%} (target "
@@ -83,7 +84,8 @@ def write_to_card(model_dir: Path, summary: dict, held_out: str, group: str = TA
     return best
 
 
-def example_figure(classifier, slices: list[MaskedSlice], path: Path, count: int = 4, seed: int = 0) -> Path:
+def example_figure(classifier, slices: list[MaskedSlice], path: Path, count: int = 4, seed: int = 0,
+                   methods: tuple[str, ...] = METHODS) -> Path:
     """Draw a few slices with their mask outline and each method's map (the README's figure)."""
     import cv2
     import matplotlib
@@ -94,11 +96,11 @@ def example_figure(classifier, slices: list[MaskedSlice], path: Path, count: int
     from convnest_viewer.inference.preprocess import to_uint8, unletterbox
 
     chosen = slices[:: max(1, len(slices) // count)][:count]
-    columns = ["slice and mask", *METHODS, BASELINE]
+    columns = ["slice and mask", *methods, BASELINE]
     figure, axes = plt.subplots(len(chosen), len(columns), figsize=(2.2 * len(columns), 2.3 * len(chosen)), squeeze=False)
     for row, item in enumerate(chosen):
         image = to_uint8(item.values, item.window)
-        _, target, maps, geometry = slice_maps(classifier, item, METHODS, 16, seed)
+        _, target, maps, geometry = slice_maps(classifier, item, methods, 16, seed)
         contours, _ = cv2.findContours(item.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
         for column, name in enumerate(columns):
             axis = axes[row, column]
@@ -127,16 +129,25 @@ def run_explain_eval(args) -> int:
     from convnest_viewer.inference.classifier import Classifier
     from training.explain_eval import evaluate_heatmaps, tcga_tumour_slices, volume_tumour_slices
 
+    methods = tuple(m.strip() for m in getattr(args, "methods", "").split(",") if m.strip()) or METHODS
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or (args.write_card and set(methods) != set(METHODS)):
+        problem = (f"unknown method {', '.join(unknown)} (choose from {', '.join(METHODS)})" if unknown
+                   else "--write-card compares every method; measure them all")
+        print(f"explain-eval: {problem}", file=sys.stderr)
+        return 2
     classifier = Classifier(args.model, device=args.device)
     institutions = {i.strip() for i in args.institutions.split(",") if i.strip()}
     slices = tcga_tumour_slices(args.tcga, institutions, args.max_slices) if args.tcga else []
     slices += volume_tumour_slices(sorted(args.volumes), args.max_slices)
+    sequences = {s.strip().lower() for s in getattr(args, "sequences", "").split(",") if s.strip()}
+    slices = [s for s in slices if not sequences or s.sequence in sequences]
     if not slices:
         print("explain-eval: no tumour slices to measure (give --tcga and/or --volumes)", file=sys.stderr)
         return 2
     measured_on = ", ".join(filter(None, [f"tcga-lgg institutions {', '.join(sorted(institutions))}" if args.tcga else "",
                                           f"{len(args.volumes)} label volumes" if args.volumes else ""]))
-    result = evaluate_heatmaps(classifier, slices, shap_samples=args.shap_samples,
+    result = evaluate_heatmaps(classifier, slices, methods, shap_samples=args.shap_samples,
                                randomisation_slices=args.randomisation_slices,
                                progress=lambda done, total: print(f"\r{done}/{total} slices", end="", file=sys.stderr))
     print(file=sys.stderr)
@@ -145,7 +156,7 @@ def run_explain_eval(args) -> int:
                                                        **result}, indent=1) + "\n")
     markdown = explain_markdown(classifier.card.name, result, measured_on)
     flair = [s for s in slices if s.sequence == "flair"] or slices
-    example_figure(classifier, flair, args.out / "explain_examples.png")
+    example_figure(classifier, flair, args.out / "explain_examples.png", methods=methods)
     (args.out / "explain.md").write_text(markdown + "\n![heatmaps on held-out slices](explain_examples.png)\n")
     print(markdown)
     if args.write_card:
