@@ -221,10 +221,12 @@ def test_heatmaps_point_at_the_blob_in_original_coordinates(blob_classifier):
     # occlusion blanks 10% squares: hiding the blob is what lowers the blob class (measured 20 of 20 peaks on it)
     assert hits["occlusion"] >= 0.9 * total, hits
     assert min(contrast["occlusion"]) > 2.0, (hits, np.round(contrast["occlusion"], 2))
-    # tumour occlusion fills the squares inside the head outline with the median tissue instead: hiding the blob
-    # still lowers its log-odds (measured 16 of 20 peaks on it: these noise slices are no head, and their outline
-    # cuts some squares at the border)
-    assert hits["tumour_occlusion"] >= 0.7 * total, hits
+    # tumour occlusion fills the squares inside the head outline, less its rim, with the median tissue instead:
+    # hiding the blob still lowers its log-odds, and the mass lies on it (median contrast measured 14.5); its peak
+    # lands on the blob less often (measured 11 of 20; 16 without the rim): these noise slices are no head, their
+    # outline is the bright ring and the rim left unfilled is noise beside it. Held-out tcga-lgg FLAIR is the real
+    # check (explain-eval: the rim raised the pointing game there from 76.9% to 82.1%)
+    assert hits["tumour_occlusion"] >= 0.5 * total, hits
     assert np.median(contrast["tumour_occlusion"]) > 2.0, (hits, np.round(contrast["tumour_occlusion"], 2))
     # Grad-CAM has one cell per 32 input pixels (4x4 here): its peak often lands beside the blob, so the test asks
     # that its mass favours the blob on every slice (a uniform map scores 1, one on the ring less), clearly on most;
@@ -414,3 +416,19 @@ def test_tumour_occlusion_leaves_the_background_of_a_skull_stripped_volume_alone
     assert glioma.values[brain].sum() / glioma.values.sum() > 0.85, "the map's mass lies on the brain"
     meningioma = explain(classifier, values, window, "tumour_occlusion", target="meningioma")
     assert np.array_equal(meningioma.values, glioma.values), "any tumour type against no tumour: one map"
+
+
+def test_tumour_occlusion_leaves_the_heads_rim_as_it_is():
+    """Only the head inside its outer rim (scalp and skull) is filled with tissue: a disc loses a 6% band."""
+    import torch
+
+    from convnest_viewer.inference.explain import TUMOUR_OCCLUSION_RIM, _inside_rim
+
+    yy, xx = np.mgrid[0:192, 0:192]
+    disc = torch.from_numpy((yy - 96) ** 2 + (xx - 96) ** 2 <= 80 ** 2)[None, None]
+    inside = _inside_rim(disc, TUMOUR_OCCLUSION_RIM)[0, 0].numpy()
+    band = round(TUMOUR_OCCLUSION_RIM * 160)
+    assert inside[96, 96 - 80 + band + 1] and not inside[96, 96 - 80 + band - 1], "a band of 6% of the diameter"
+    assert not inside[~disc[0, 0].numpy()].any(), "nothing outside the head"
+    empty = torch.zeros_like(disc)
+    assert _inside_rim(empty, TUMOUR_OCCLUSION_RIM) is empty and _inside_rim(disc, 0.0) is disc
