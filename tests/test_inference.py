@@ -420,15 +420,13 @@ def test_tumour_occlusion_leaves_the_background_of_a_skull_stripped_volume_alone
 
 def test_tumour_occlusion_leaves_the_heads_rim_as_it_is():
     """Only the head inside its outer rim (scalp and skull) is filled with tissue: a disc loses a 6% band."""
-    import torch
-
     from convnest_viewer.inference.explain import TUMOUR_OCCLUSION_RIM, _inside_rim
 
     yy, xx = np.mgrid[0:192, 0:192]
-    disc = torch.from_numpy((yy - 96) ** 2 + (xx - 96) ** 2 <= 80 ** 2)[None, None]
-    inside = _inside_rim(disc, TUMOUR_OCCLUSION_RIM)[0, 0].numpy()
+    disc = (yy - 96) ** 2 + (xx - 96) ** 2 <= 80 ** 2
+    inside = _inside_rim(disc, TUMOUR_OCCLUSION_RIM)
     band = round(TUMOUR_OCCLUSION_RIM * 160)
     assert inside[96, 96 - 80 + band + 1] and not inside[96, 96 - 80 + band - 1], "a band of 6% of the diameter"
-    assert not inside[~disc[0, 0].numpy()].any(), "nothing outside the head"
-    empty = torch.zeros_like(disc)
+    assert not inside[~disc].any(), "nothing outside the head"
+    empty = np.zeros_like(disc)
     assert _inside_rim(empty, TUMOUR_OCCLUSION_RIM) is empty and _inside_rim(disc, 0.0) is disc

@@ -166,9 +166,10 @@ def _tumour_occlusion(classifier: Classifier, batch: torch.Tensor, target: int) 
         tumour = torch.logsumexp(torch.cat([log_p[:, :normal], log_p[:, normal + 1:]], dim=1), dim=1)
         return (sign * (tumour - log_p[:, normal]))[:, None]
 
-    inside = _inside_rim(_head_region(classifier, batch), TUMOUR_OCCLUSION_RIM)
-    if not bool(inside.any()):
+    region = _inside_rim(_head_region(classifier, batch), TUMOUR_OCCLUSION_RIM)
+    if not region.any():
         return np.zeros(batch.shape[-2:], np.float32)
+    inside = torch.from_numpy(region)[None, None].to(batch.device)
     # inside the rim a square becomes tissue; elsewhere it stays as it is, so the background gets no attribution
     baseline = torch.where(inside, batch[:, :, inside[0, 0]].median(), batch).float()
     drops = np.maximum(_occlude(batch, tumour_log_odds, baseline, 0), 0.0)  # where hiding lowers the log-odds
@@ -203,24 +204,23 @@ def input_head(classifier: Classifier, batch: torch.Tensor) -> np.ndarray:
     return head_mask(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
 
 
-def _head_region(classifier: Classifier, batch: torch.Tensor) -> torch.Tensor:
-    """Return a (1, 1, H, W) boolean mask of the head on a one-slice model input: its outlines, filled."""
+def _head_region(classifier: Classifier, batch: torch.Tensor) -> np.ndarray:
+    """Return a boolean (H, W) mask of the head on a one-slice model input: its outlines, filled."""
     mask = input_head(classifier, batch).astype(np.uint8)
     contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     filled = np.zeros_like(mask)
     cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)
-    return torch.from_numpy(filled.astype(bool))[None, None].to(batch.device)
+    return filled.astype(bool)
 
 
-def _inside_rim(region: torch.Tensor, rim: float) -> torch.Tensor:
-    """Return a (1, 1, H, W) region eroded by rim times its shorter extent (unchanged when rim is 0 or it is empty)."""
-    mask = region[0, 0].cpu().numpy().astype(np.uint8)
-    if rim <= 0 or not mask.any():
+def _inside_rim(region: np.ndarray, rim: float) -> np.ndarray:
+    """Return a boolean (H, W) region eroded by rim times its shorter extent (itself when rim is 0 or it is empty)."""
+    if rim <= 0 or not region.any():
         return region
-    rows, columns = np.nonzero(mask)
+    rows, columns = np.nonzero(region)
     radius = max(1, int(round(rim * min(np.ptp(rows), np.ptp(columns)))))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    return torch.from_numpy(cv2.erode(mask, kernel).astype(bool))[None, None].to(region.device)
+    return cv2.erode(region.astype(np.uint8), kernel).astype(bool)
 
 
 def _dark_baselines(classifier: Classifier, batch: torch.Tensor, count: int = 8) -> torch.Tensor:
