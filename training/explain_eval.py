@@ -51,11 +51,14 @@ class MaskedSlice:
     mask: np.ndarray  # bool, the slice's own pixel grid
 
 
-def tcga_tumour_slices(root: Path, institutions: set[str], max_per_sequence: int = 0) -> list[MaskedSlice]:
-    """Return the tumour slices (the packing rule's glioma slices) of tcga-lgg cases from the given institutions."""
+def tcga_tumour_slices(root: Path, institutions: set[str], max_per_sequence: int = 0,
+                       sequences: frozenset[str] = frozenset()) -> list[MaskedSlice]:
+    """Return the tumour slices (the packing rule's glioma slices) of tcga-lgg cases from the given institutions
+    (only the given sequences, when any are given)."""
     with open(Path(root) / "cases.csv", newline="") as handle:
         cases = tuple(row["case"] for row in csv.DictReader(handle) if row["institution"] in institutions)
-    records = [r for r in list_tcga_lgg(Path(root), only=cases).records if r.label == GLIOMA and not r.synthetic]
+    records = [r for r in list_tcga_lgg(Path(root), only=cases).records
+               if r.label == GLIOMA and not r.synthetic and (not sequences or r.sequence in sequences)]
     slices = []
     for record in _spread(records, max_per_sequence):
         values, window = record_pixels(record)
@@ -67,12 +70,15 @@ def tcga_tumour_slices(root: Path, institutions: set[str], max_per_sequence: int
     return slices
 
 
-def volume_tumour_slices(case_folders: list[Path], max_per_sequence: int = 0) -> list[MaskedSlice]:
+def volume_tumour_slices(case_folders: list[Path], max_per_sequence: int = 0,
+                         sequences: frozenset[str] = frozenset()) -> list[MaskedSlice]:
     """Return the axial tumour slices of label volumes (brats case folders), with their label maps as masks; at most
-    max_per_sequence per sequence over all the cases together, spread evenly over them."""
+    max_per_sequence per sequence over all the cases together, spread evenly over them (only the given sequences,
+    when any are given)."""
     listings = {root: list_label_volumes(root) for root in {Path(f).parent.parent for f in case_folders}}
     records = [r for folder in map(Path, case_folders) for r in listings[folder.parent.parent].records
-               if r.case == folder.name and r.plane == "axial" and r.label == GLIOMA]
+               if r.case == folder.name and r.plane == "axial" and r.label == GLIOMA
+               and (not sequences or r.sequence in sequences)]
     folders = {Path(f).name: Path(f) for f in case_folders}
     tumours: dict[str, np.ndarray] = {}
     slices = []

@@ -138,10 +138,9 @@ def run_explain_eval(args) -> int:
         return 2
     classifier = Classifier(args.model, device=args.device)
     institutions = {i.strip() for i in args.institutions.split(",") if i.strip()}
-    slices = tcga_tumour_slices(args.tcga, institutions, args.max_slices) if args.tcga else []
-    slices += volume_tumour_slices(sorted(args.volumes), args.max_slices)
-    sequences = {s.strip().lower() for s in getattr(args, "sequences", "").split(",") if s.strip()}
-    slices = [s for s in slices if not sequences or s.sequence in sequences]
+    sequences = frozenset(s.strip().lower() for s in getattr(args, "sequences", "").split(",") if s.strip())
+    slices = tcga_tumour_slices(args.tcga, institutions, args.max_slices, sequences) if args.tcga else []
+    slices += volume_tumour_slices(sorted(args.volumes), args.max_slices, sequences)
     if not slices:
         print("explain-eval: no tumour slices to measure (give --tcga and/or --volumes)", file=sys.stderr)
         return 2
