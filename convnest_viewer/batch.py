@@ -28,6 +28,7 @@ class SliceOutcome:
     decision: object = None  # the gate's GateDecision: whether the model's answer counts for this slice
     head_share: float | None = None  # share of the slice the head covers (for the gate's series rule)
     min_head_fraction: float = 0.0  # the gate's series rule: least head section, as a share of the largest
+    context_sigma: float = 0.0  # the card's slice context: answers are read with their neighbours' (slices)
 
 
 def classify_positions(classifier, series: Series, positions: Sequence[tuple[int, int]],
@@ -49,7 +50,8 @@ def classify_positions(classifier, series: Series, positions: Sequence[tuple[int
             continue
         for item, probs, decision in zip(prepared, probabilities, decisions):
             yield SliceOutcome(item.volume, item.index, probs, prepared=item, decision=decision,
-                               head_share=item.head_share, min_head_fraction=classifier.min_head_fraction)
+                               head_share=item.head_share, min_head_fraction=classifier.min_head_fraction,
+                               context_sigma=classifier.card.slice_context.sigma_slices)
 
 
 def classify_series(classifier, series: Series, batch_size: int = 16, on_batch=None) -> Iterator[SliceOutcome]:
@@ -72,6 +74,8 @@ def store_outcome(store: ResultStore, model_id: str, series_key: str, outcome: S
     if outcome.head_share is not None:  # after the gate's reason (a withheld slice never sets the largest section)
         store.put_head_share(model_id, series_key, outcome.volume, outcome.index, outcome.head_share,
                              outcome.min_head_fraction)
+    if outcome.context_sigma > 0:
+        store.set_slice_context(model_id, outcome.context_sigma)
     store.put_probabilities(model_id, series_key, outcome.volume, outcome.index, outcome.probabilities)
 
 

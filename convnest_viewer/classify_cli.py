@@ -137,6 +137,11 @@ def _classify_series(classifier, series, path, args, bar, ordinal: int, store) -
         entry["slices"].append(result)
     withheld = store.not_assessed(model_id, series.key)  # the series rule is known once every slice is
     for result in entry["slices"]:
+        if store.slice_context(model_id) > 0:  # read with its neighbours, as the viewer shows it
+            read = store.probabilities(model_id, series.key, result["volume"], result["index"])
+            result["slice_probabilities"] = result["probabilities"]
+            result["probabilities"] = {c: round(float(p), 6) for c, p in zip(classifier.class_ids, read)}
+            result["predicted"] = classifier.class_ids[int(np.argmax(read))]
         reason = withheld.get((result["volume"], result["index"]))
         if reason is not None:
             result.update(predicted=None, not_assessed=reason)

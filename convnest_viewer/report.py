@@ -131,6 +131,9 @@ def _header_html(card, model_id: str, device_name: str) -> str:
     generated = datetime.now().astimezone().isoformat(sep=" ", timespec="seconds")
     rows = [("Model", card.name), ("Weights sha256", model_id[:12])]
     rows += _metric_rows(card)
+    if card.slice_context.sigma_slices > 0:
+        rows.append(("Slice probabilities", f"each read with its neighbours' (Gaussian over slices, width "
+                                            f"{card.slice_context.sigma_slices:g} slices), as the viewer shows them"))
     if device_name:
         rows.append(("Device", device_name))
     return (f"<h1>{_e(TITLE)}</h1>\n"

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from convnest_viewer.inference.context import context_reach, in_context
 from convnest_viewer.inference.heatmap import Heatmap
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ class ResultStore:
         self._head_shares: dict[tuple[str, str], dict[tuple[int, int], float]] = {}  # (model, series) -> shares
         self._min_head_fraction: dict[str, float] = {}  # model -> its gate's series rule (0: off)
         self._head_edge: dict[tuple[str, str], tuple[int, dict]] = {}  # -> (changes then, {(v, i): reason})
+        self._context_sigma: dict[str, float] = {}  # model -> its card's slice context width in slices (0: off)
         self._lock = threading.Lock()
 
     def _changed(self, model_id: str, series_key: str) -> None:
@@ -53,20 +55,52 @@ class ResultStore:
             self._probabilities[(model_id, series_key, volume, index)] = np.asarray(probabilities, np.float64)
             self._changed(model_id, series_key)
 
-    def probabilities(self, model_id: str, series_key: str, volume: int, index: int) -> np.ndarray | None:
-        """Return one slice's probabilities, or None if not classified yet."""
+    def set_slice_context(self, model_id: str, sigma: float) -> None:
+        """Record the model card's slice context width (slices): its answers are read with their neighbours'."""
         with self._lock:
-            return self._probabilities.get((model_id, series_key, volume, index))
+            self._context_sigma[model_id] = float(sigma)
 
-    def series_probabilities(self, model_id: str, series_key: str, volume: int, n_slices: int, n_classes: int) -> np.ndarray:
-        """Return (n_slices, n_classes) probabilities of a volume, NaN where not classified yet."""
+    def slice_context(self, model_id: str) -> float:
+        """Return the slice context width a model's answers are read with (0: each slice alone)."""
+        with self._lock:
+            return self._context_sigma.get(model_id, 0.0)
+
+    def probabilities(self, model_id: str, series_key: str, volume: int, index: int,
+                      alone: bool = False) -> np.ndarray | None:
+        """Return one slice's probabilities read with its classified, assessed neighbours as the model card says
+        (alone: the slice's own), or None if not classified yet."""
+        with self._lock:
+            value = self._probabilities.get((model_id, series_key, volume, index))
+        sigma = self.slice_context(model_id)
+        if value is None or alone or sigma <= 0:
+            return value
+        withheld = self.not_assessed(model_id, series_key, volume)
+        if (volume, index) in withheld:
+            return value
+        radius = context_reach(sigma)
+        window = range(max(index - radius, 0), index + radius + 1)
+        table = np.full((len(window), len(value)), np.nan)
+        with self._lock:
+            for row, neighbour in enumerate(window):
+                found = self._probabilities.get((model_id, series_key, volume, neighbour))
+                if found is not None and (volume, neighbour) not in withheld:
+                    table[row] = found
+        return in_context(table, None, sigma)[index - window.start]
+
+    def series_probabilities(self, model_id: str, series_key: str, volume: int, n_slices: int, n_classes: int,
+                             alone: bool = False) -> np.ndarray:
+        """Return (n_slices, n_classes) probabilities of a volume read with their neighbours as the model card says
+        (alone: each slice's own), NaN where not classified yet."""
         table = np.full((n_slices, n_classes), np.nan)
         with self._lock:
             for index in range(n_slices):
                 value = self._probabilities.get((model_id, series_key, volume, index))
                 if value is not None:
                     table[index] = value
-        return table
+        sigma = self.slice_context(model_id)
+        if alone or sigma <= 0:
+            return table
+        return in_context(table, ~self.not_assessed_mask(model_id, series_key, volume, n_slices), sigma)
 
     def classified(self, model_id: str, series_key: str) -> set[tuple[int, int]]:
         """Return the (volume, index) pairs of a series already classified by a model."""

@@ -216,9 +216,9 @@ def test_switching_series_never_shows_the_first_series_results_on_the_second(qtb
     shown = []
     original = window.panel.show_slice
 
-    def record(probabilities, not_assessed=None):
+    def record(probabilities, not_assessed=None, alone=None):
         shown.append((window.state.series.key, window.state.volume, window.state.index, None if probabilities is None else np.array(probabilities)))
-        original(probabilities, not_assessed)
+        original(probabilities, not_assessed, alone)
 
     window.panel.show_slice = record
     order = []

@@ -1,4 +1,4 @@
-"""Training commands: pack, audit, train, evaluate, scan-eval, gate-fit, explain-eval, ablate, benchmark, export,
+"""Training commands: pack, audit, train, evaluate, scan-eval, gate-fit, explain-eval, context-fit, ablate, benchmark, export,
 carry-pack, carry-back, import-run
 (also `python -m training`)."""
 
@@ -14,6 +14,7 @@ from pathlib import Path
 def add_training_parsers(commands) -> None:
     """Register the training subcommands on an argparse subparsers object."""
     from training.benchmark import DEFAULT_ARCHITECTURES
+    from training.context_fit import run_context_fit
     from training.train import TrainConfig
 
     pack = commands.add_parser("pack", help="pack labelled slices of several sources into one compact file")
@@ -68,6 +69,7 @@ def add_training_parsers(commands) -> None:
     scans.add_argument("--healthy", action="append", default=[], metavar="PATH:SEQUENCE")
     scans.add_argument("--out", type=Path, required=True, help="report folder")
     scans.add_argument("--device", default="auto")
+    scans.add_argument("--write-card", action="store_true", help="store the figures in the model's card (--model)")
     scans.set_defaults(handler=_run_scan_eval)
 
     gate = commands.add_parser("gate-fit", help="fit and evaluate a model's gate (which slices it should not answer)")
@@ -96,6 +98,17 @@ def add_training_parsers(commands) -> None:
                          help="store the best method as the model's default heatmap, with every method's figures")
     explain.add_argument("--device", default="auto")
     explain.set_defaults(handler=_run_explain_eval)
+
+    context = commands.add_parser("context-fit", help="choose how widely a model reads a slice with its neighbours, "
+                                                      "on its run's tcga-lgg validation patients")
+    context.add_argument("--model", type=Path, required=True, help="model folder")
+    context.add_argument("--tcga", type=Path, required=True, help="tcga-lgg root")
+    context.add_argument("--run-config", type=Path, required=True, help="the run's run_config.json (its split)")
+    context.add_argument("--report", type=Path, help="folder for context.md and context.json")
+    context.add_argument("--write-card", action="store_true", help="store the chosen width in the model card")
+    context.add_argument("--device", default="auto")
+    context.set_defaults(handler=lambda args: print(run_context_fit(args.model, args.tcga, args.run_config, args.report,
+                                                                    args.write_card, args.device)) or 0)
 
     ablate = commands.add_parser("ablate", help="train and evaluate the recipe with one change off at a time")
     ablate.add_argument("data", type=Path, help="packed .npz (letterbox-v2)")
@@ -270,6 +283,10 @@ def _run_scan_eval(args) -> int:
     report = {"model": classifier.card.name, "class_ids": classifier.class_ids,
               **scan_results(classifier, tcga_cases, sorted(args.volumes), healthy)}
     write_report(report, args.out)
+    if args.write_card and args.model:
+        from training.export import write_scan_metrics
+
+        write_scan_metrics(args.model, report)
     print((args.out / "report.md").read_text())
     return 0
 

@@ -111,3 +111,21 @@ def with_gate_limitations(text: str, evaluation: dict) -> str:
                 f"(head section under {MIN_HEAD_FRACTION:.0%} of the largest), where it never trained: a lesion there "
                 "is not assessed.")
     return f"{kept} {sentence}".strip()
+
+
+def write_scan_metrics(model_dir: Path, report: dict) -> None:
+    """Replace a model card's whole-scan figures (and the limitations quoting them) by a scan-eval report's: the
+    figures of the app as it reads slices now (with the card's slice context); the gate's sentence is kept."""
+    from convnest_viewer.inference.card import load_card
+
+    card = load_card(model_dir)
+    for key in SCAN_SECTIONS:
+        if key in report:
+            card.metrics[key] = {k: v for k, v in report[key].items() if not k.startswith("_")}
+    card.metrics.setdefault("definitions", {})["scans"] = (
+        f"whole-scan figures by `convnest scan-eval` through the app's loader and classifier, each slice read with its "
+        f"neighbours as slice_context says (width {card.slice_context.sigma_slices:g} slices; 0: each slice alone)")
+    gate_sentence = card.limitations.partition(GATE_MEASURED_START)[2]
+    text = limitations(report)
+    card.limitations = text.replace(GATE_UNMEASURED, f"{GATE_MEASURED_START}{gate_sentence}" if gate_sentence else GATE_UNMEASURED)
+    card.save(Path(model_dir))

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from convnest_viewer.batch import classify_series
+from convnest_viewer.inference.context import in_context
 from convnest_viewer.inference.foreground import head_mask
 from convnest_viewer.inference.gate import at_head_edge
 from convnest_viewer.io import apply_window, load_study
@@ -78,9 +79,23 @@ def classify_loaded(classifier, series_list: Sequence, batch_size: int = 32) -> 
             raise RuntimeError(outcome.error)
     if all(series.n_slices * series.n_volumes == 1 for series in series_list):
         per_series = [[o for outcomes in per_series for o in outcomes]]  # a stack of image files: one scan's slices
-    rows = [o.probabilities for outcomes in per_series for o in outcomes]
-    assessed = [a for outcomes in per_series for a in series_assessed(outcomes)]
-    return np.array(rows), np.array(assessed, bool)
+    sigma = classifier.card.slice_context.sigma_slices
+    rows, assessed = [], []
+    for outcomes in per_series:
+        assessed.append(series_assessed(outcomes))
+        rows.append(read_in_context(outcomes, assessed[-1], sigma))
+    return np.concatenate(rows), np.concatenate(assessed).astype(bool)
+
+
+def read_in_context(outcomes: Sequence, assessed: np.ndarray, sigma: float) -> np.ndarray:
+    """Return the probabilities of one series' classified slices read with their assessed neighbours, volume by
+    volume, as the viewer's result store reads them (sigma: the card's slice context; 0: each slice alone)."""
+    rows = np.array([o.probabilities for o in outcomes], np.float64)
+    volumes = np.array([o.volume for o in outcomes])
+    for volume in np.unique(volumes):
+        chosen = volumes == volume
+        rows[chosen] = in_context(rows[chosen], assessed[chosen], sigma)
+    return rows
 
 
 def _assessed(outcome) -> bool:
@@ -148,16 +163,16 @@ def evaluate_healthy(classifier, path: Path, sequence: str, held_out: bool = Tru
     if len(result.series) != 1:
         raise RuntimeError(f"{path}: expected one series, found {len(result.series)}")
     series = result.series[0]
-    rows, shares = [], []
+    shares = []
     outcomes = list(classify_series(classifier, series, 32))
     for outcome in outcomes:
         if outcome.error is not None:
             raise RuntimeError(outcome.error)
-        rows.append(outcome.probabilities)
         shares.append(head_mask(apply_window(outcome.prepared.values, outcome.prepared.window)).mean())
     assessed = series_assessed(outcomes)
+    rows = read_in_context(outcomes, assessed, classifier.card.slice_context.sigma_slices)
     count = len(rows)
-    return ScanResult("healthy", Path(path).name.split(".")[0], sequence, np.array(rows), np.zeros(count, int),
+    return ScanResult("healthy", Path(path).name.split(".")[0], sequence, rows, np.zeros(count, int),
                       np.zeros(count, int), _brain_slices(np.array(shares)), list(classifier.class_ids), held_out,
                       np.array(assessed, bool))
 

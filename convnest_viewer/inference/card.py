@@ -15,6 +15,7 @@ CLASS_IDS = ("glioma", "meningioma", "notumor", "pituitary")  # the brain-tumour
 DISPLAY_NAMES = {"glioma": "Glioma", "meningioma": "Meningioma", "notumor": "No tumour", "pituitary": "Pituitary tumour"}
 CLASS_COLOURS = {"glioma": "#e74c3c", "meningioma": "#f1c40f", "notumor": "#2ecc71", "pituitary": "#3498db"}
 NO_FINDING = "notumor"  # the brain-tumour classes' "nothing found" class
+MAX_CONTEXT_SIGMA = 5.0  # widest slice context a card may ask for, in slices
 
 
 class ModelCardError(RuntimeError):
@@ -85,6 +86,15 @@ class ExplanationSpec:
 
 
 @dataclass
+class SliceContextSpec:
+    """How a slice is read with its neighbours: a Gaussian over slice indices (see inference.context)."""
+
+    sigma_slices: float = 0.0  # 0: each slice alone
+    chosen_on: str = ""  # the data and rule that chose the width
+    evaluation: dict = field(default_factory=dict)  # per width: the validation figures behind the choice
+
+
+@dataclass
 class ModelCard:
     """A model card as stored in model_card.json."""
 
@@ -102,6 +112,7 @@ class ModelCard:
     limitations: str = ""  # what the measurements say the model cannot do
     gate: GateSpec | None = None  # absent: every slice is assessed
     explanation: ExplanationSpec = field(default_factory=ExplanationSpec)  # absent in older cards: Grad-CAM first
+    slice_context: SliceContextSpec = field(default_factory=SliceContextSpec)  # absent: each slice alone
     format: str = CARD_FORMAT
 
     @property
@@ -176,6 +187,7 @@ def load_card(folder: Path) -> ModelCard:
             limitations=raw.get("limitations", ""),
             gate=_gate(raw["gate"]) if raw.get("gate") else None,
             explanation=ExplanationSpec(**raw.get("explanation", {})),
+            slice_context=SliceContextSpec(**raw.get("slice_context", {})),
             format=raw.get("format", ""),
         )
     except (KeyError, TypeError, ValueError) as exc:
@@ -190,6 +202,9 @@ def load_card(folder: Path) -> ModelCard:
     if card.explanation.default_method not in METHODS:
         raise ModelCardError(f"{path}: unknown default heatmap {card.explanation.default_method!r} "
                              f"(this app knows {', '.join(METHODS)})")
+    if not 0 <= card.slice_context.sigma_slices <= MAX_CONTEXT_SIGMA:
+        raise ModelCardError(f"{path}: slice_context.sigma_slices must lie in 0-{MAX_CONTEXT_SIGMA} slices, "
+                             f"got {card.slice_context.sigma_slices}")
     if card.temperature <= 0:
         raise ModelCardError(f"{path}: temperature must be positive, got {card.temperature}")
     _settle_no_finding(card, raw["classes"], path)

@@ -11,6 +11,7 @@ from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QMainWindow, QProg
 
 from convnest_viewer import __version__
 from convnest_viewer.annotations import corner_texts, study_summary_html
+from convnest_viewer.inference.context import context_reach
 from convnest_viewer.inference.installed import installed_models
 from convnest_viewer.io import LoadResult, PixelReadError, Series, Window, percentile_window
 from convnest_viewer.results import ResultStore
@@ -60,8 +61,7 @@ class MainWindow(StudyOpeningMixin, DialogsMixin, OverlayMixin, QMainWindow):
                                  prefs.get_str(self.settings, "view/identifiers", "true") == "true")
         self.interactive = True  # False in the self-test: no modal dialogs
         self._loader: StudyLoader | None = None
-        self._closed = False
-        self._worker_after_study = False  # the model waits for the study opened at launch
+        self._closed, self._worker_after_study = False, False  # the model may wait for the study opened at launch
         self._build_central()
         self.browser = SeriesBrowser()
         self.model_dock = ModelDock(self, self.state, self.settings)
@@ -70,23 +70,22 @@ class MainWindow(StudyOpeningMixin, DialogsMixin, OverlayMixin, QMainWindow):
         self.series_dock = self.model_dock.add_series_dock(self.browser)
         build_menus(self)
         self._build_status()
-        self._refresh_timer = QTimer(self)
-        self._refresh_timer.setSingleShot(True)
-        self._refresh_timer.setInterval(120)
-        self._refresh_timer.timeout.connect(self._refresh_series_plot)
-        self._heatmap_timer = QTimer(self)
-        self._heatmap_timer.setSingleShot(True)
-        self._heatmap_timer.setInterval(HEATMAP_DELAY_MS)
-        self._heatmap_timer.timeout.connect(self._request_heatmap)
-        self._panel_timer = QTimer(self)
-        self._panel_timer.setSingleShot(True)
-        self._panel_timer.setInterval(PANEL_INTERVAL_MS)
-        self._panel_timer.timeout.connect(self._show_panel_slice)
+        self._refresh_timer = self._single_shot(120, self._refresh_series_plot)
+        self._heatmap_timer = self._single_shot(HEATMAP_DELAY_MS, self._request_heatmap)
+        self._panel_timer = self._single_shot(PANEL_INTERVAL_MS, self._show_panel_slice)
         self._panel_shown_at = 0.0
         self._connect_state()
         self.worker: InferenceWorker | None = None
         self.session: InferenceSession | None = None
         QTimer.singleShot(0, self._start_worker)  # torch loads in the worker, after the window shows
+
+    def _single_shot(self, interval_ms: int, slot) -> QTimer:
+        """Return a single-shot timer of this window that calls slot interval_ms after its (re)start."""
+        timer = QTimer(self)
+        timer.setSingleShot(True)
+        timer.setInterval(interval_ms)
+        timer.timeout.connect(slot)
+        return timer
 
     # --- layout ----------------------------------------------------------------------------
     def _build_central(self) -> None:
@@ -223,8 +222,8 @@ class MainWindow(StudyOpeningMixin, DialogsMixin, OverlayMixin, QMainWindow):
         state = self.state
         if state.series is None or key != state.series.key:
             return  # a result for another series: kept in the store, shown when that series is
-        if volume == state.volume and index == state.index:
-            self.panel.show_slice(probabilities, self._not_assessed_reason(volume, index))
+        if volume == state.volume and abs(index - state.index) <= context_reach(self.store.slice_context(state.model_id)):
+            self._show_panel_slice(follows_scroll=False)  # this slice, or a neighbour its answer is read with
             if state.overlay_mode != "none" and state.overlay_target is None:
                 self._update_overlay()
         self._refresh_timer.start()
@@ -235,10 +234,8 @@ class MainWindow(StudyOpeningMixin, DialogsMixin, OverlayMixin, QMainWindow):
             verdict = self.store.series_verdict(self.state.model_id, series, card)
             self.browser.set_finding(key, verdict.text(self.state.display_names))  # the same words as the study's
             self.panel.set_study_summary(study_summary_html(self.state.result, self.store, self.state.model_id, card))
-            reason = self._not_assessed_reason(self.state.volume, self.state.index) if series is self.state.series else None
-            if reason is not None:  # the gate's series rule is final now: the current slice may be at the head's edge
-                self.panel.show_slice(None, reason)
-                self._update_overlay()
+            if series is self.state.series:  # the gate's series rule and the slice context are final now
+                self._show_current_results()
 
     def _not_assessed_reason(self, volume: int, index: int) -> str | None:
         model_id, series = self.state.model_id, self.state.series
@@ -330,18 +327,21 @@ class MainWindow(StudyOpeningMixin, DialogsMixin, OverlayMixin, QMainWindow):
         else:
             self._panel_timer.start()
 
-    def _show_panel_slice(self) -> None:
-        """Show the current slice's probabilities (or why it was not assessed) and its place in the strip plot."""
-        self._panel_shown_at = time.monotonic()
+    def _show_panel_slice(self, follows_scroll: bool = True) -> None:
+        """Show the current slice's probabilities (or why it was not assessed) and its place in the strip plot;
+        only a scroll counts towards the repaint interval (results arriving do not hold the next scroll back)."""
+        if follows_scroll:
+            self._panel_shown_at = time.monotonic()
         state = self.state
         if state.series is None:
             return
         self.panel.set_current(state.index)
-        probabilities = self.store.probabilities(state.model_id, state.series.key, state.volume, state.index) if state.model_id else None
-        self.panel.show_slice(probabilities, self._not_assessed_reason(state.volume, state.index))
+        where = (state.model_id, state.series.key, state.volume, state.index)
+        probabilities, alone = (self.store.probabilities(*where), self.store.probabilities(*where, alone=True)) if state.model_id else (None, None)
+        self.panel.show_slice(probabilities, self._not_assessed_reason(state.volume, state.index), alone)
 
     def _show_current_results(self) -> None:
-        self._show_panel_slice()
+        self._show_panel_slice(follows_scroll=False)
         self._update_overlay()
 
     def _refresh_series_plot(self) -> None:

@@ -61,6 +61,13 @@ class ProbabilityPanel(QWidget):
         self.not_assessed.setStyleSheet("color: #666; font-style: italic;")
         self.not_assessed.hide()
         layout.addWidget(self.not_assessed)
+        self.context_note = QLabel("")  # the slice's own answer, when the bars read it with its neighbours
+        self.context_note.setWordWrap(True)
+        self.context_note.setStyleSheet("color: #666;")
+        self.context_note.hide()
+        self.context_note.setToolTip("The model card reads each slice's answer with its neighbours' (weights falling off "
+                                     "over a few slices): a tumour spans several slices, noise does not.")
+        layout.addWidget(self.context_note)
         self.plot = pg.PlotWidget(background="w")
         self.plot.setMinimumHeight(170)
         self.plot.setYRange(0, 1, padding=0.02)
@@ -147,11 +154,19 @@ class ProbabilityPanel(QWidget):
         """Set the line naming the model and device."""
         self.title.setText(text)
 
-    def show_slice(self, probabilities: np.ndarray | None, not_assessed: str | None = None) -> None:
-        """Show the current slice's probabilities (None: not classified yet), or why the model does not answer."""
+    def show_slice(self, probabilities: np.ndarray | None, not_assessed: str | None = None,
+                   alone: np.ndarray | None = None) -> None:
+        """Show the current slice's probabilities (None: not classified yet), or why the model does not answer;
+        alone, the slice's own answer when the probabilities are read with its neighbours'."""
         self.current = None if probabilities is None or not_assessed else np.asarray(probabilities)
         self.not_assessed.setText(f"Not assessed: {not_assessed}." if not_assessed else "")
         self.not_assessed.setVisible(bool(not_assessed))
+        with_neighbours = self.current is not None and alone is not None and not np.allclose(alone, self.current)
+        self.context_note.setVisible(with_neighbours)
+        if with_neighbours:
+            own = int(np.argmax(alone))
+            name = self.display_names.get(self.class_ids[own], self.class_ids[own])
+            self.context_note.setText(f"Read with its neighbouring slices. This slice alone: {name} {alone[own]:.0%}.")
         predicted = int(np.argmax(probabilities)) if self.current is not None else -1
         for index, (label, bar) in enumerate(self._bars):
             if not_assessed:

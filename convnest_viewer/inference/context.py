@@ -1,0 +1,45 @@
+"""Read a slice with its neighbours: each slice's probabilities averaged with those of the slices beside it.
+
+A tumour spans several slices and noise does not, so a Gaussian over slice indices (its width on the model card)
+ranks tumour slices better than the slice alone. Only slices with an answer count: pending, unreadable and
+withheld ones (the gate's) neither contribute nor change. No Qt, no torch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def context_weights(sigma: float) -> np.ndarray:
+    """Return the Gaussian weights over slice offsets -r..r (r = ceil(3 sigma)) for a width in slices."""
+    radius = int(math.ceil(3 * sigma))
+    offsets = np.arange(-radius, radius + 1, dtype=float)
+    return np.exp(-offsets ** 2 / (2 * sigma ** 2))
+
+
+def context_reach(sigma: float) -> int:
+    """Return how many slices on either side a slice's answer is read with (0: the slice alone)."""
+    return len(context_weights(sigma)) // 2 if sigma > 0 else 0
+
+
+def in_context(table: np.ndarray, usable: np.ndarray | None, sigma: float) -> np.ndarray:
+    """Return (slices, classes) probabilities with each usable slice averaged over its usable neighbours (Gaussian
+    weights, sigma in slices; 0: unchanged); other rows are returned as they are."""
+    table = np.asarray(table, np.float64)
+    result = table.copy()
+    if sigma <= 0 or len(table) == 0:
+        return result
+    usable = np.isfinite(table).all(axis=1) & (True if usable is None else np.asarray(usable, bool))
+    weights, radius = context_weights(sigma), context_reach(sigma)
+    values = np.where(usable[:, None], table, 0.0)
+    padded_values = np.pad(values, ((radius, radius), (0, 0)))
+    padded_usable = np.pad(usable.astype(float), radius)
+    total = np.zeros_like(values)
+    weight = np.zeros(len(table))
+    for offset, w in enumerate(weights):
+        total += w * padded_values[offset:offset + len(table)]
+        weight += w * padded_usable[offset:offset + len(table)]
+    result[usable] = total[usable] / weight[usable, None]
+    return result
