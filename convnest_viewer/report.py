@@ -27,6 +27,8 @@ MAX_KEY_SLICES = 4
 IDENTIFIER_COLUMNS = ["patient_name", "patient_id", "study_date", "series_uid"]
 SLICE_COLUMNS = ["series_number", "series_description", "modality", "volume", "slice", "slice_location_mm", "predicted",
                  "not_assessed"]
+# p_<class>: the slice read with its neighbours, as the viewer shows it; p_<class>_slice_alone: the slice's own answer
+ALONE_SUFFIX = "_slice_alone"
 
 HeatmapFor = Callable[[Series, int, int], "Heatmap | None"]
 
@@ -50,7 +52,8 @@ def write_csv(path, series_list: Sequence[Series], store: ResultStore, model_id:
               include_identifiers: bool = False) -> Path:
     """Write one CSV row per classified slice of every volume and return the file's path."""
     path = _prepare_path(path)
-    header = (IDENTIFIER_COLUMNS if include_identifiers else []) + SLICE_COLUMNS + [f"p_{c}" for c in class_ids]
+    header = ((IDENTIFIER_COLUMNS if include_identifiers else []) + SLICE_COLUMNS + [f"p_{c}" for c in class_ids]
+              + [f"p_{c}{ALONE_SUFFIX}" for c in class_ids])
     rows = 0
     with path.open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
@@ -88,7 +91,9 @@ def _csv_rows(series: Series, store: ResultStore, model_id: str, class_ids: list
             probabilities = store.probabilities(model_id, series.key, volume, index)
             if probabilities is not None:
                 reason = store.not_assessed_reason(model_id, series.key, volume, index)
-                yield lead + _slice_cells(series, volume, index, probabilities, class_ids, reason)
+                alone = store.probabilities(model_id, series.key, volume, index, alone=True)
+                yield (lead + _slice_cells(series, volume, index, probabilities, class_ids, reason)
+                       + [f"{float(p):.6f}" for p in alone])
 
 
 def _slice_cells(series: Series, volume: int, index: int, probabilities: np.ndarray, class_ids: list[str],

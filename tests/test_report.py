@@ -91,7 +91,7 @@ def test_csv_has_one_row_per_classified_slice_with_consistent_probabilities(clas
     with path.open(encoding="utf-8", newline="") as handle:
         header = next(csv.reader(handle))
     assert header == ["series_number", "series_description", "modality", "volume", "slice", "slice_location_mm",
-                      "predicted", "not_assessed"] + [f"p_{c}" for c in class_ids]
+                      "predicted", "not_assessed"] + [f"p_{c}" for c in class_ids] + [f"p_{c}_slice_alone" for c in class_ids]
     rows = _read_csv(path)
     assert len(rows) == (15 - UNCLASSIFIED_TAIL) + 35
     for series, expected in zip(series_list, (15 - UNCLASSIFIED_TAIL, 35)):
@@ -105,11 +105,32 @@ def test_csv_has_one_row_per_classified_slice_with_consistent_probabilities(clas
             stored = store.probabilities(classifier.weights_sha256, series.key, 0, index)
             values = np.array([float(r[f"p_{c}"]) for c in class_ids])
             assert np.allclose(values, stored, atol=1e-6)
+            own = store.probabilities(classifier.weights_sha256, series.key, 0, index, alone=True)
+            assert np.allclose([float(r[f"p_{c}_slice_alone"]) for c in class_ids], own, atol=1e-6)
     for r in rows:
         values = np.array([float(r[f"p_{c}"]) for c in class_ids])
         assert abs(values.sum() - 1.0) <= 1e-5
         assert r["predicted"] == class_ids[int(np.argmax(values))]
         assert all(len(r[f"p_{c}"].split(".")[1]) == 6 for c in class_ids)
+
+
+def test_csv_gives_the_slice_read_with_its_neighbours_and_the_slice_alone(classifier, study, tmp_path):
+    series_list, store = study
+    model_id, class_ids = classifier.weights_sha256, classifier.class_ids
+    store.set_slice_context(model_id, 1.5)
+    try:
+        rows = _read_csv(write_csv(tmp_path / "context.csv", series_list, store, model_id, class_ids))
+    finally:
+        store.set_slice_context(model_id, 0.0)
+    series = series_list[1]
+    mine = [r for r in rows if r["series_description"] == series.description]
+    shown = np.array([[float(r[f"p_{c}"]) for c in class_ids] for r in mine])
+    alone = np.array([[float(r[f"p_{c}_slice_alone"]) for c in class_ids] for r in mine])
+    own = np.array([store.probabilities(model_id, series.key, 0, i, alone=True) for i in range(len(mine))])
+    assert np.allclose(alone, own, atol=1e-6)
+    assert np.abs(shown - alone).max() > 1e-4  # the neighbours change what is shown
+    assert np.allclose(shown.sum(1), 1.0, atol=1e-5)
+    assert np.abs(shown[1:-1] - (alone[:-2] + alone[1:-1] + alone[2:]) / 3).max() < np.abs(shown - alone).max()
 
 
 def test_identifiers_are_withheld_by_default_and_written_on_request(classifier, study, tmp_path):
