@@ -46,8 +46,13 @@ class AugmentConfig:
         return cls(curve=0.45, invert=0.3, bias_field=0.2, blur=0.15, low_resolution=0.15, noise=0.03)
 
 
-def augment(images: torch.Tensor, spec: PreprocessSpec, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
-    """Return normalised float inputs (N, C, S, S) from uint8 images (N, 1, S, S) with random transforms."""
+def augment(images: torch.Tensor, spec: PreprocessSpec, config: AugmentConfig, generator: torch.Generator,
+            masks: torch.Tensor | None = None):
+    """Return normalised float inputs (N, C, S, S) from uint8 images (N, 1, S, S) with random transforms.
+
+    With uint8 tumour masks (N, 1, M, M) it returns (inputs, masks): the masks as float shares (0-1), moved by the
+    same rotation, scale, shift and flip as their images.
+    """
     n = images.shape[0]
     device = images.device
 
@@ -68,6 +73,9 @@ def augment(images: torch.Tensor, spec: PreprocessSpec, config: AugmentConfig, g
     theta = torch.stack([torch.stack([cos * flip, -sin, shift_x], 1), torch.stack([sin * flip, cos, shift_y], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if masks is not None:
+        mask_grid = F.affine_grid(theta, [n, 1, *masks.shape[-2:]], align_corners=False)
+        masks = F.grid_sample(masks.float() / 255.0, mask_grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     if config.bias_field > 0:
         x = x * bias_fields(n, x.shape[-1], config.bias_field, generator, device)
     gamma = torch.exp(uniform(-config.gamma, config.gamma)).view(n, 1, 1, 1)
@@ -85,7 +93,8 @@ def augment(images: torch.Tensor, spec: PreprocessSpec, config: AugmentConfig, g
     if config.erase > 0:
         x = random_erasing(x, chance(config.erase), generator)
     x = (x - spec.mean[0]) / spec.std[0]
-    return x.expand(-1, spec.channels, -1, -1) if spec.channels > 1 else x
+    x = x.expand(-1, spec.channels, -1, -1) if spec.channels > 1 else x
+    return x if masks is None else (x, masks)
 
 
 def random_curves(x: torch.Tensor, apply: torch.Tensor, invert: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -148,6 +148,8 @@ class PackedDataset:
     size: int
     preprocessing: str
     meta: dict[str, np.ndarray] = field(default_factory=dict)  # META_TEXT (str) and META_INT (int) columns
+    masks: np.ndarray | None = None  # (N, MASK_SIZE, MASK_SIZE) uint8 tumour share per cell (training.masks)
+    mask_known: np.ndarray | None = None  # (N,) bool: False where the source has no masks (the mask is then empty)
 
     def __post_init__(self) -> None:
         n = len(self.labels)
@@ -155,6 +157,8 @@ class PackedDataset:
             self.meta.setdefault(name, np.full(n, "", dtype="<U1"))
         for name in META_INT:
             self.meta.setdefault(name, np.full(n, -1 if name == "slice_index" else 0, np.int32))
+        if (self.masks is None) != (self.mask_known is None):
+            raise ValueError("packed masks need mask_known beside them, and the other way round")
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -179,7 +183,9 @@ class PackedDataset:
         pick = np.asarray(mask_or_index)
         return PackedDataset(self.images[pick], self.labels[pick], self.split[pick], self.source[pick],
                              self.paths[pick], self.thumbs[pick], self.size, self.preprocessing,
-                             {k: v[pick] for k, v in self.meta.items()})
+                             {k: v[pick] for k, v in self.meta.items()},
+                             None if self.masks is None else self.masks[pick],
+                             None if self.mask_known is None else self.mask_known[pick])
 
     def save(self, path: Path, jpeg_quality: int | None = None, codec: str = "jpeg") -> Path:
         """Write one compact .npz (no pickles); compress the images (JPEG or WebP) when a quality is given."""
@@ -189,6 +195,8 @@ class PackedDataset:
                       thumbs=np.clip(np.rint(self.thumbs), 0, 255).astype(np.uint8),
                       size=np.array(self.size), preprocessing=np.array(self.preprocessing),
                       **{f"meta_{k}": v for k, v in self.meta.items()})
+        if self.masks is not None:
+            arrays.update(masks=self.masks, mask_known=self.mask_known)
         if jpeg_quality:
             if codec not in IMAGE_CODECS:
                 raise ValueError(f"{path}: unknown image codec {codec!r}; choose one of {', '.join(IMAGE_CODECS)}")
@@ -219,15 +227,20 @@ class PackedDataset:
             meta = {k[len("meta_"):]: data[k] for k in data.files if k.startswith("meta_")}
             return cls(images=images, labels=data["labels"].astype(np.int64), split=data["split"], source=data["source"],
                        paths=data["paths"], thumbs=data["thumbs"].astype(np.float32), size=int(data["size"]),
-                       preprocessing=str(data["preprocessing"]), meta=meta)
+                       preprocessing=str(data["preprocessing"]), meta=meta,
+                       masks=data["masks"] if "masks" in data else None,
+                       mask_known=data["mask_known"].astype(bool) if "mask_known" in data else None)
 
 
 def pack_dataset(records: Sequence[ImageRecord], spec: PreprocessSpec, workers: int = 2) -> PackedDataset:
-    """Read records through the app's preprocessing into a PackedDataset."""
-    images = _map_files(lambda record: record_model_image(record, spec), records, workers)
+    """Read records through the app's preprocessing into a PackedDataset, with their tumour masks where known."""
+    from training.masks import MASK_SIZE
+
+    packed = _map_files(lambda record: _record_image_and_mask(record, spec), records, workers)
     thumbs = _map_files(record_thumbnail, records, workers)
+    empty = np.zeros((MASK_SIZE, MASK_SIZE), np.uint8)
     return PackedDataset(
-        images=np.stack(images) if images else np.zeros((0, spec.size, spec.size), np.uint8),
+        images=np.stack([image for image, _ in packed]) if packed else np.zeros((0, spec.size, spec.size), np.uint8),
         labels=labels_of(records),
         split=np.array([r.split for r in records]),
         source=np.array([r.source for r in records]),
@@ -237,4 +250,17 @@ def pack_dataset(records: Sequence[ImageRecord], spec: PreprocessSpec, workers: 
         preprocessing=spec.version,
         meta={**{k: np.array([getattr(r, k) for r in records], dtype=str) for k in META_TEXT},
               **{k: np.array([getattr(r, k) for r in records], dtype=np.int32) for k in META_INT}},
+        masks=np.stack([empty if mask is None else mask for _, mask in packed]) if packed
+        else np.zeros((0, MASK_SIZE, MASK_SIZE), np.uint8),
+        mask_known=np.array([mask is not None for _, mask in packed], bool),
     )
+
+
+def _record_image_and_mask(record: ImageRecord, spec: PreprocessSpec) -> tuple[np.ndarray, np.ndarray | None]:
+    """Return a record's model image and its tumour mask in model-input cells (None where the source has none)."""
+    from training.masks import model_mask, record_tumour_mask
+
+    values, window = record_pixels(record)
+    image, geometry = model_uint8(values, window, spec)
+    mask = record_tumour_mask(record, values.shape[:2])
+    return image, None if mask is None else model_mask(mask, geometry)

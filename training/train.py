@@ -59,6 +59,7 @@ class TrainConfig:
     init_from: str = ""  # a model folder (card + safetensors) whose weights start the run ("": from scratch)
     random_erasing: float = 0.0  # probability of hiding a random rectangle of a training image (0: off)
     time_budget: float = 0.0  # seconds this run may train: epochs are cut to fit, from the second epoch's time (0: none)
+    mask_guidance: float = 0.0  # weight of the tumour-mask auxiliary loss (training.mask_guidance; 0: off)
     augment: AugmentConfig | None = None  # None: the default recipe (sequence contrast per sequence_augment)
 
     def __post_init__(self) -> None:
@@ -224,6 +225,9 @@ class Trainer:
         from timm.utils import ModelEmaV3
 
         self.optimizer = create_optimizer_v2(self.model, opt=config.optimizer, lr=config.lr, weight_decay=config.weight_decay)
+        self.mask_head = None
+        if config.mask_guidance > 0:
+            self._start_mask_guidance()
         self.epoch_images = config.epoch_images or len(self.split.train)
         self.steps_per_epoch = max(1, self.epoch_images // config.batch_size)
         self.draw_weights = torch.from_numpy(sampling_weights(data, self.split.train, config)) if config.balance else None
@@ -234,6 +238,17 @@ class Trainer:
         self.epoch = 0
         self.history: list[dict] = []
         self.weights_only = False
+
+    def _start_mask_guidance(self) -> None:
+        """Add the mask head (its own optimizer group, no weight decay) and keep the packed masks on the device."""
+        from training.mask_guidance import MaskHead
+
+        if self.data.masks is None:
+            raise ValueError("mask guidance needs a pack with tumour masks; repack with this version of convnest pack")
+        self.mask_head = MaskHead(self.model.num_features).to(self.device)
+        self.optimizer.add_param_group({"params": list(self.mask_head.parameters()), "weight_decay": 0.0})
+        self.masks = torch.from_numpy(self.data.masks).unsqueeze(1).to(self.device)
+        self.mask_known = torch.from_numpy(self.data.mask_known).to(self.device)
 
     def _make_scheduler(self):
         """Return the cosine schedule with warm-up over the configured epochs, stepped per batch."""
@@ -304,16 +319,26 @@ class Trainer:
         started, seen = time.time(), 0
         loss_sum = torch.zeros((), device=self.device)  # summed on the device: no GPU sync per step
         correct = torch.zeros((), dtype=torch.long, device=self.device)
+        mask_loss_sum = torch.zeros((), device=self.device)
         from tqdm import tqdm
+        from training.mask_guidance import mask_loss
 
         bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {self.epoch + 1}/{config.epochs}", unit="step",
                    disable=None if progress else True, leave=False)
         for step in bar:
             batch = order[step * config.batch_size:(step + 1) * config.batch_size]
-            inputs = augment(self.images[batch], self.spec, config.augment, aug_gen)
             targets = self.labels[batch]
-            logits = self._forward(inputs)
-            loss = F.cross_entropy(logits.float(), targets, label_smoothing=config.label_smoothing)
+            if self.mask_head is None:
+                inputs = augment(self.images[batch], self.spec, config.augment, aug_gen)
+                logits = self._forward(inputs)
+                loss = F.cross_entropy(logits.float(), targets, label_smoothing=config.label_smoothing)
+            else:
+                inputs, masks = augment(self.images[batch], self.spec, config.augment, aug_gen, self.masks[batch])
+                logits, mask_logits = self._forward(inputs, with_mask=True)
+                guidance = mask_loss(mask_logits, masks, self.mask_known[batch])
+                loss = F.cross_entropy(logits.float(), targets, label_smoothing=config.label_smoothing)
+                loss = loss + config.mask_guidance * guidance
+                mask_loss_sum += guidance.detach() * len(batch)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -327,8 +352,11 @@ class Trainer:
             if not bar.disable and step % 10 == 0:
                 bar.set_postfix(loss=f"{float(loss_sum) / seen:.3f}", acc=f"{int(correct) / seen:.3f}")
         elapsed = time.time() - started
-        return {"train_loss": float(loss_sum) / seen, "train_acc": int(correct) / seen,
-                "lr": self.optimizer.param_groups[0]["lr"], "seconds": elapsed, "images_per_second": seen / elapsed}
+        record = {"train_loss": float(loss_sum) / seen, "train_acc": int(correct) / seen,
+                  "lr": self.optimizer.param_groups[0]["lr"], "seconds": elapsed, "images_per_second": seen / elapsed}
+        if self.mask_head is not None:
+            record["train_mask_loss"] = float(mask_loss_sum) / seen
+        return record
 
     def _draw_order(self, generator: torch.Generator) -> torch.Tensor:
         """Return this epoch's positions into the training indices: balanced draws, or a permutation."""
@@ -338,13 +366,17 @@ class Trainer:
             return order.repeat(self.epoch_images // count + 1)[:self.epoch_images] if self.epoch_images > count else order
         return torch.multinomial(self.draw_weights, self.epoch_images, replacement=True, generator=generator)
 
-    def _forward(self, inputs: torch.Tensor) -> torch.Tensor:
+    def _forward(self, inputs: torch.Tensor, with_mask: bool = False):
+        """Return the class logits (and, with_mask, the mask head's cell logits) under the run's autocast."""
+        from contextlib import nullcontext
+
+        from training.mask_guidance import logits_and_mask_logits
+
         if self.device.type == "cuda":
             inputs = inputs.contiguous(memory_format=torch.channels_last)
-        if self.config.amp and (self.device.type == "cuda" or cpu_supports_bf16()):
-            with torch.autocast(self.device.type, dtype=torch.bfloat16):
-                return self.model(inputs)
-        return self.model(inputs)
+        use_amp = self.config.amp and (self.device.type == "cuda" or cpu_supports_bf16())
+        with torch.autocast(self.device.type, dtype=torch.bfloat16) if use_amp else nullcontext():
+            return logits_and_mask_logits(self.model, self.mask_head, inputs) if with_mask else self.model(inputs)
 
     def _validate(self) -> dict:
         result = {}
@@ -382,6 +414,8 @@ class Trainer:
         save_file(_cpu(self.model.state_dict()), str(folder / "model.safetensors"))
         if self.ema is not None:
             save_file(_cpu(self.ema.module.state_dict()), str(folder / "ema.safetensors"))
+        if self.mask_head is not None:
+            save_file(_cpu(self.mask_head.state_dict()), str(folder / "mask_head.safetensors"))
         tensors, groups = _flatten_optimizer(self.optimizer.state_dict())
         save_file(tensors, str(folder / "optimizer.safetensors"))
         state = {"epoch": self.epoch, "history": self.history, "param_groups": groups}
@@ -399,6 +433,8 @@ class Trainer:
         self.model.load_state_dict(load_file(str(folder / "model.safetensors"), device=str(self.device)))
         if self.ema is not None:
             self.ema.module.load_state_dict(load_file(str(folder / "ema.safetensors"), device=str(self.device)))
+        if self.mask_head is not None:
+            self.mask_head.load_state_dict(load_file(str(folder / "mask_head.safetensors"), device=str(self.device)))
         self.weights_only = bool(state.get("weights_only"))  # carried back from another machine: no optimizer state
         if not self.weights_only:
             tensors = load_file(str(folder / "optimizer.safetensors"), device=str(self.device))
