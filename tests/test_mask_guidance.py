@@ -13,7 +13,7 @@ from convnest_viewer.inference.preprocess import model_uint8, unletterbox
 from tests.paths import DATA
 from training.augment import AugmentConfig, augment
 from training.data import PackedDataset, list_dataset, pack_dataset, record_pixels
-from training.mask_guidance import mask_loss
+from training.mask_guidance import classifier_cell_log_odds, mask_loss
 from training.masks import MASK_SIZE, model_mask, record_tumour_mask
 from training.sources import list_label_volumes, list_tcga_lgg
 from training.train import Trainer, TrainConfig
@@ -135,3 +135,36 @@ def test_mask_guidance_refuses_a_pack_without_masks(masked_pack, tmp_path):
                         data.preprocessing, dict(data.meta))
     with pytest.raises(ValueError, match="pack with tumour masks"):
         Trainer(_config(), old, tmp_path / "run")
+
+
+def test_the_classifiers_cell_evidence_is_its_own_answer_where_every_cell_is_alike():
+    from convnest_viewer.inference.card import ModelCard, default_classes
+    from convnest_viewer.inference.factory import create_classifier
+
+    torch.manual_seed(0)
+    model = create_classifier(ModelCard(name="t", architecture="test_convnext", classes=default_classes(),
+                                        preprocessing=SPEC)).eval()
+    uniform = torch.randn(3, model.num_features, 1, 1).expand(-1, -1, 4, 4)  # the same features in every cell
+    with torch.no_grad():
+        cells = classifier_cell_log_odds(model, uniform, NOTUMOR)
+        logits = model.forward_head(uniform)
+    tumour = torch.logsumexp(logits[:, [i for i in range(len(CLASS_IDS)) if i != NOTUMOR]], 1) - logits[:, NOTUMOR]
+    assert cells.shape == (3, 1, 4, 4)
+    assert torch.allclose(cells, tumour.view(3, 1, 1, 1).expand(-1, 1, 4, 4), atol=1e-5)
+    varied = torch.randn(3, model.num_features, 4, 4)
+    with torch.no_grad():
+        assert float(classifier_cell_log_odds(model, varied, NOTUMOR).std()) > 1e-3  # cells differ where features do
+
+
+def test_a_run_guided_through_the_classifiers_own_head_adds_no_parameters(masked_pack, tmp_path):
+    _, data = masked_pack
+    trainer = Trainer(_config(mask_guidance_map="classifier", epochs=1), data, tmp_path / "classifier")
+    assert trainer.mask_head is None
+    assert sum(len(group["params"]) for group in trainer.optimizer.param_groups) == len(list(trainer.model.parameters()))
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.fit(progress=False)
+    assert np.isfinite(trainer.history[0]["train_mask_loss"]) and trainer.history[0]["train_mask_loss"] > 0
+    assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
+    assert not (tmp_path / "classifier" / "checkpoint" / "mask_head.safetensors").exists()
+    with pytest.raises(ValueError, match="unknown mask guidance map"):
+        Trainer(_config(mask_guidance_map="attention"), data, tmp_path / "other")

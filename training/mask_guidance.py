@@ -1,10 +1,13 @@
 """Mask guidance: an auxiliary task that asks the backbone where the tumour is, on slices whose masks we know.
 
-A 1x1 convolution on the backbone's last feature map predicts, per cell, the share of the cell covered by tumour
-(the packed masks of training.masks, moved with their images by the augmentation). Its binary cross-entropy,
-weighted by TrainConfig.mask_guidance, joins the classification loss on slices with a known mask (tcga-lgg, brats,
-healthy heads and mirrored halves; not brain-tumor-mri). The head only shapes training: the exported model is the
-plain classifier, so the app, the card and the weights' format do not change.
+Per cell of the backbone's last feature map, a tumour logit is compared with the share of the cell covered by
+tumour (the packed masks of training.masks, moved with their images by the augmentation). The logit comes from
+- "head": an auxiliary 1x1 convolution on the features (the backbone is asked to know where the tumour is), or
+- "classifier": the classifier's own head applied to each cell, as tumour log-odds (any tumour class against no
+  tumour), so the evidence that decides the slice has to sit on the tumour.
+Its binary cross-entropy, weighted by TrainConfig.mask_guidance, joins the classification loss on slices with a
+known mask (tcga-lgg, brats, healthy heads and mirrored halves; not brain-tumor-mri). Nothing of it is exported:
+the app, the card and the weights' format do not change.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+MASK_MAPS = ("head", "classifier")
 PRIOR_TUMOUR_SHARE = 0.05  # the head starts by predicting this share everywhere (most cells hold no tumour)
 
 
@@ -29,10 +33,20 @@ class MaskHead(nn.Module):
         return self.conv(features)
 
 
-def logits_and_mask_logits(model: nn.Module, head: MaskHead, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return a timm classifier's class logits and the mask head's cell logits from one forward pass."""
+def logits_and_mask_logits(model: nn.Module, head: MaskHead | None, inputs: torch.Tensor, no_tumour: int
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return a timm classifier's class logits and per-cell tumour logits (from head, else the classifier's own)."""
     features = model.forward_features(inputs)
-    return model.forward_head(features), head(features)
+    cells = head(features) if head is not None else classifier_cell_log_odds(model, features, no_tumour)
+    return model.forward_head(features), cells
+
+
+def classifier_cell_log_odds(model: nn.Module, features: torch.Tensor, no_tumour: int) -> torch.Tensor:
+    """Return (N, 1, H, W) tumour log-odds of a timm ConvNeXt's own head (norm, then fc) applied to each feature cell."""
+    head = model.head
+    logits = head.fc(head.norm(features).permute(0, 2, 3, 1))  # LayerNorm2d normalises each cell over channels
+    tumour = torch.cat([logits[..., :no_tumour], logits[..., no_tumour + 1:]], dim=-1)
+    return (torch.logsumexp(tumour, dim=-1) - logits[..., no_tumour]).unsqueeze(1)
 
 
 def mask_loss(mask_logits: torch.Tensor, masks: torch.Tensor, known: torch.Tensor) -> torch.Tensor:

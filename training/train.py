@@ -60,6 +60,7 @@ class TrainConfig:
     random_erasing: float = 0.0  # probability of hiding a random rectangle of a training image (0: off)
     time_budget: float = 0.0  # seconds this run may train: epochs are cut to fit, from the second epoch's time (0: none)
     mask_guidance: float = 0.0  # weight of the tumour-mask auxiliary loss (training.mask_guidance; 0: off)
+    mask_guidance_map: str = "head"  # what predicts the mask: "head" (an auxiliary 1x1 conv) or "classifier" (its own head per cell)
     augment: AugmentConfig | None = None  # None: the default recipe (sequence contrast per sequence_augment)
 
     def __post_init__(self) -> None:
@@ -226,7 +227,8 @@ class Trainer:
 
         self.optimizer = create_optimizer_v2(self.model, opt=config.optimizer, lr=config.lr, weight_decay=config.weight_decay)
         self.mask_head = None
-        if config.mask_guidance > 0:
+        self.guided = config.mask_guidance > 0
+        if self.guided:
             self._start_mask_guidance()
         self.epoch_images = config.epoch_images or len(self.split.train)
         self.steps_per_epoch = max(1, self.epoch_images // config.batch_size)
@@ -241,12 +243,16 @@ class Trainer:
 
     def _start_mask_guidance(self) -> None:
         """Add the mask head (its own optimizer group, no weight decay) and keep the packed masks on the device."""
-        from training.mask_guidance import MaskHead
+        from training.mask_guidance import MASK_MAPS, MaskHead
 
+        if self.config.mask_guidance_map not in MASK_MAPS:
+            raise ValueError(f"unknown mask guidance map {self.config.mask_guidance_map!r}; choose one of {', '.join(MASK_MAPS)}")
         if self.data.masks is None:
             raise ValueError("mask guidance needs a pack with tumour masks; repack with this version of convnest pack")
-        self.mask_head = MaskHead(self.model.num_features).to(self.device)
-        self.optimizer.add_param_group({"params": list(self.mask_head.parameters()), "weight_decay": 0.0})
+        self.no_tumour_index = [c.id for c in self.config.card("run").classes].index("notumor")
+        if self.config.mask_guidance_map == "head":
+            self.mask_head = MaskHead(self.model.num_features).to(self.device)
+            self.optimizer.add_param_group({"params": list(self.mask_head.parameters()), "weight_decay": 0.0})
         self.masks = torch.from_numpy(self.data.masks).unsqueeze(1).to(self.device)
         self.mask_known = torch.from_numpy(self.data.mask_known).to(self.device)
 
@@ -328,7 +334,7 @@ class Trainer:
         for step in bar:
             batch = order[step * config.batch_size:(step + 1) * config.batch_size]
             targets = self.labels[batch]
-            if self.mask_head is None:
+            if not self.guided:
                 inputs = augment(self.images[batch], self.spec, config.augment, aug_gen)
                 logits = self._forward(inputs)
                 loss = F.cross_entropy(logits.float(), targets, label_smoothing=config.label_smoothing)
@@ -354,7 +360,7 @@ class Trainer:
         elapsed = time.time() - started
         record = {"train_loss": float(loss_sum) / seen, "train_acc": int(correct) / seen,
                   "lr": self.optimizer.param_groups[0]["lr"], "seconds": elapsed, "images_per_second": seen / elapsed}
-        if self.mask_head is not None:
+        if self.guided:
             record["train_mask_loss"] = float(mask_loss_sum) / seen
         return record
 
@@ -376,7 +382,9 @@ class Trainer:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         use_amp = self.config.amp and (self.device.type == "cuda" or cpu_supports_bf16())
         with torch.autocast(self.device.type, dtype=torch.bfloat16) if use_amp else nullcontext():
-            return logits_and_mask_logits(self.model, self.mask_head, inputs) if with_mask else self.model(inputs)
+            if not with_mask:
+                return self.model(inputs)
+            return logits_and_mask_logits(self.model, self.mask_head, inputs, self.no_tumour_index)
 
     def _validate(self) -> dict:
         result = {}
