@@ -334,15 +334,14 @@ class Trainer:
         for step in bar:
             batch = order[step * config.batch_size:(step + 1) * config.batch_size]
             targets = self.labels[batch]
-            if not self.guided:
-                inputs = augment(self.images[batch], self.spec, config.augment, aug_gen)
-                logits = self._forward(inputs)
-                loss = F.cross_entropy(logits.float(), targets, label_smoothing=config.label_smoothing)
-            else:
+            if self.guided:
                 inputs, masks = augment(self.images[batch], self.spec, config.augment, aug_gen, self.masks[batch])
                 logits, mask_logits = self._forward(inputs, with_mask=True)
+            else:
+                logits = self._forward(augment(self.images[batch], self.spec, config.augment, aug_gen))
+            loss = F.cross_entropy(logits.float(), targets, label_smoothing=config.label_smoothing)
+            if self.guided:
                 guidance = mask_loss(mask_logits, masks, self.mask_known[batch])
-                loss = F.cross_entropy(logits.float(), targets, label_smoothing=config.label_smoothing)
                 loss = loss + config.mask_guidance * guidance
                 mask_loss_sum += guidance.detach() * len(batch)
             self.optimizer.zero_grad(set_to_none=True)
