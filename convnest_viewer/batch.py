@@ -29,6 +29,7 @@ class SliceOutcome:
     head_share: float | None = None  # share of the slice the head covers (for the gate's series rule)
     min_head_fraction: float = 0.0  # the gate's series rule: least head section, as a share of the largest
     context_sigma: float = 0.0  # the card's slice context: answers are read with their neighbours' (slices)
+    step_position: float | None = None  # place in the stack in slice steps (index + slices missing before it)
 
 
 def classify_positions(classifier, series: Series, positions: Sequence[tuple[int, int]],
@@ -51,7 +52,8 @@ def classify_positions(classifier, series: Series, positions: Sequence[tuple[int
         for item, probs, decision in zip(prepared, probabilities, decisions):
             yield SliceOutcome(item.volume, item.index, probs, prepared=item, decision=decision,
                                head_share=item.head_share, min_head_fraction=classifier.min_head_fraction,
-                               context_sigma=classifier.card.slice_context.sigma_slices)
+                               context_sigma=classifier.card.slice_context.sigma_slices,
+                               step_position=series.slice_step_position(item.index, item.volume))
 
 
 def classify_series(classifier, series: Series, batch_size: int = 16, on_batch=None) -> Iterator[SliceOutcome]:
@@ -76,6 +78,8 @@ def store_outcome(store: ResultStore, model_id: str, series_key: str, outcome: S
                              outcome.min_head_fraction)
     if outcome.context_sigma > 0:
         store.set_slice_context(model_id, outcome.context_sigma)
+    if outcome.step_position is not None and outcome.step_position != outcome.index:  # slices missing before it
+        store.put_step_position(series_key, outcome.volume, outcome.index, outcome.step_position)
     store.put_probabilities(model_id, series_key, outcome.volume, outcome.index, outcome.probabilities)
 
 

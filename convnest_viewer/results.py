@@ -44,6 +44,7 @@ class ResultStore:
         self._min_head_fraction: dict[str, float] = {}  # model -> its gate's series rule (0: off)
         self._head_edge: dict[tuple[str, str], tuple[int, dict]] = {}  # -> (changes then, {(v, i): reason})
         self._context_sigma: dict[str, float] = {}  # model -> its card's slice context width in slices (0: off)
+        self._step_positions: dict[tuple[str, int, int], float] = {}  # slices after a gap -> place in slice steps
         self._lock = threading.Lock()
 
     def _changed(self, model_id: str, series_key: str) -> None:
@@ -59,6 +60,14 @@ class ResultStore:
         """Record the model card's slice context width (slices): its answers are read with their neighbours'."""
         with self._lock:
             self._context_sigma[model_id] = float(sigma)
+
+    def put_step_position(self, series_key: str, volume: int, index: int, position: float) -> None:
+        """Record a slice's place in slice steps where slices are missing before it (else its index)."""
+        with self._lock:
+            self._step_positions[(series_key, volume, index)] = float(position)
+
+    def _step_positions_locked(self, series_key: str, volume: int, indices: Sequence[int]) -> np.ndarray:
+        return np.array([self._step_positions.get((series_key, volume, i), i) for i in indices], float)
 
     def slice_context(self, model_id: str) -> float:
         """Return the slice context width a model's answers are read with (0: each slice alone)."""
@@ -85,7 +94,8 @@ class ResultStore:
                 found = self._probabilities.get((model_id, series_key, volume, neighbour))
                 if found is not None and (volume, neighbour) not in withheld:
                     table[row] = found
-        return in_context(table, None, sigma)[index - window.start]
+            positions = self._step_positions_locked(series_key, volume, window)
+        return in_context(table, None, sigma, positions)[index - window.start]
 
     def series_probabilities(self, model_id: str, series_key: str, volume: int, n_slices: int, n_classes: int,
                              alone: bool = False) -> np.ndarray:
@@ -97,10 +107,11 @@ class ResultStore:
                 value = self._probabilities.get((model_id, series_key, volume, index))
                 if value is not None:
                     table[index] = value
+            positions = self._step_positions_locked(series_key, volume, range(n_slices))
         sigma = self.slice_context(model_id)
         if alone or sigma <= 0:
             return table
-        return in_context(table, ~self.not_assessed_mask(model_id, series_key, volume, n_slices), sigma)
+        return in_context(table, ~self.not_assessed_mask(model_id, series_key, volume, n_slices), sigma, positions)
 
     def classified(self, model_id: str, series_key: str) -> set[tuple[int, int]]:
         """Return the (volume, index) pairs of a series already classified by a model."""

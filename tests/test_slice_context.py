@@ -55,6 +55,40 @@ def test_the_store_reads_each_slice_as_its_series_table_does():
     assert store.probabilities("m", "s", 0, 9) is None
 
 
+def test_slices_across_a_gap_weigh_as_far_as_they_lie():
+    rng = np.random.default_rng(0)
+    full = rng.dirichlet(np.ones(4), size=14)
+    kept = np.r_[0:5, 8:14]  # slices 5-7 missing: the series has 11, the slice after the gap lies 4 steps on
+    read = in_context(full[kept], None, 1.5, positions=kept.astype(float))
+    pending = full.copy()
+    pending[5:8] = np.nan
+    assert np.allclose(read, in_context(pending, None, 1.5)[kept]), "as if the missing slices were never classified"
+    assert not np.allclose(read, in_context(full[kept], None, 1.5)), "row numbers would read across the gap"
+
+
+def test_the_store_reads_a_series_with_missing_slices_by_their_positions(tmp_path):
+    from convnest_viewer.batch import classify_series, store_outcome
+    from convnest_viewer.inference.classifier import Classifier
+    from convnest_viewer.io import load_study
+
+    files = sorted((DICOM / "sagittal-mprage").glob("*.dcm"))
+    for path in files[80:100] + files[103:120]:  # slices 101-103 lost in transfer
+        (tmp_path / path.name).symlink_to(path)
+    [series] = load_study([tmp_path]).series
+    assert series.n_slices == 37 and series.slice_step_position(20) == 23.0 and series.slice_step_position(19) == 19.0
+    classifier = Classifier(_tiny_with_context(tmp_path / "tiny", 1.5), device="cpu")
+    store, model_id = ResultStore(), classifier.weights_sha256
+    for outcome in classify_series(classifier, series):
+        store_outcome(store, model_id, series.key, outcome)
+    alone = store.series_probabilities(model_id, series.key, 0, 37, 4, alone=True)
+    usable = ~store.not_assessed_mask(model_id, series.key, 0, 37)
+    positions = np.r_[0:20, 23:40].astype(float)
+    expected = in_context(alone, usable, 1.5, positions)
+    assert np.allclose(store.series_probabilities(model_id, series.key, 0, 37, 4), expected)
+    assert np.allclose([store.probabilities(model_id, series.key, 0, i) for i in range(37)], expected)
+    assert not np.allclose(expected[17:23], in_context(alone, usable, 1.5)[17:23]), "the gap changes the reading"
+
+
 def _tiny_with_context(folder, sigma):
     write_tiny_model(folder)
     raw = json.loads((folder / "model_card.json").read_text())

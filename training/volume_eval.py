@@ -79,6 +79,8 @@ def classify_loaded(classifier, series_list: Sequence, batch_size: int = 32) -> 
             raise RuntimeError(outcome.error)
     if all(series.n_slices * series.n_volumes == 1 for series in series_list):
         per_series = [[o for outcomes in per_series for o in outcomes]]  # a stack of image files: one scan's slices
+        for row, outcome in enumerate(per_series[0]):
+            outcome.step_position = float(row)  # each file is slice 0 of its own series: place them in file order
     sigma = classifier.card.slice_context.sigma_slices
     rows, assessed = [], []
     for outcomes in per_series:
@@ -92,9 +94,10 @@ def read_in_context(outcomes: Sequence, assessed: np.ndarray, sigma: float) -> n
     volume, as the viewer's result store reads them (sigma: the card's slice context; 0: each slice alone)."""
     rows = np.array([o.probabilities for o in outcomes], np.float64)
     volumes = np.array([o.volume for o in outcomes])
+    positions = np.array([o.index if o.step_position is None else o.step_position for o in outcomes], float)
     for volume in np.unique(volumes):
         chosen = volumes == volume
-        rows[chosen] = in_context(rows[chosen], assessed[chosen], sigma)
+        rows[chosen] = in_context(rows[chosen], assessed[chosen], sigma, positions[chosen])
     return rows
 
 

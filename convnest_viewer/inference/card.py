@@ -87,7 +87,7 @@ class ExplanationSpec:
 
 @dataclass
 class SliceContextSpec:
-    """How a slice is read with its neighbours: a Gaussian over slice indices (see inference.context)."""
+    """How a slice is read with its neighbours: a Gaussian over slice positions (see inference.context)."""
 
     sigma_slices: float = 0.0  # 0: each slice alone
     chosen_on: str = ""  # the data and rule that chose the width

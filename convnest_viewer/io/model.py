@@ -151,6 +151,10 @@ class Series:
             self._gaps[volume] = [] if any(v is None for v in locations) else find_gaps(locations)
         return self._gaps[volume]
 
+    def slice_step_position(self, index: int, volume: int = 0) -> float:
+        """Return the slice's place in the stack in slice steps: its index plus the slices missing before it."""
+        return float(index + sum(gap.missing_slices for gap in self.gaps(volume) if gap.after < index))
+
     def gap_beside(self, index: int, volume: int = 0) -> tuple[str, Gap] | None:
         """Return ("before" | "after", gap) when slices are missing right next to slice `index`, else None."""
         for gap in self.gaps(volume):
