@@ -140,18 +140,18 @@ def test_balanced_sampling_gives_each_source_its_share_and_classes_equal_shares(
 
 
 def test_app_and_training_inputs_are_identical_for_tcga_and_volume_slices(few_tcga):
-    from training.data import record_model_image
+    from training.data import record_image_and_mask
     from training.sources import list_healthy_volume
 
     record = next(r for r in few_tcga.records if r.label == GLIOMA)
     series = load_study([record.path]).series[0]
     app_input, _ = preprocess(series.pixels(0), series.window(0), V2)
-    packed = record_model_image(record, V2)
+    packed = record_image_and_mask(record, V2)[0]
     assert np.array_equal(app_input[0], ((packed.astype(np.float32) / 255) - 0.5) / 0.5)
     axial = next(r for r in list_healthy_volume(HEALTHY_T1).records if r.plane == "axial" and r.slice_index == 100)
     series = load_study([HEALTHY_T1]).series[0]
     app_image, _ = model_uint8(series.pixels(100), series.window(100), V2)
-    assert np.array_equal(app_image, record_model_image(axial, V2))
+    assert np.array_equal(app_image, record_image_and_mask(axial, V2)[0])
 
 
 def test_letterbox_v2_makes_the_head_scale_independent_of_the_field_of_view():
@@ -257,7 +257,7 @@ def test_a_healthy_dicom_series_gives_no_tumour_slices_in_the_planes_it_samples(
 
 
 def test_training_reads_a_dicom_series_slice_as_the_app_shows_it():
-    from training.data import record_model_image
+    from training.data import record_image_and_mask
     from training.sources import list_healthy_volume
 
     records = list_healthy_volume(HEALTHY_SAGITTAL_2D).records
@@ -266,7 +266,7 @@ def test_training_reads_a_dicom_series_slice_as_the_app_shows_it():
         # the volume runs right to left; the app's series runs in its file order, left to right here
         shown = series.n_slices - 1 - record.slice_index
         app_image, _ = model_uint8(series.pixels(shown), series.window(shown), V2)
-        assert np.array_equal(app_image, record_model_image(record, V2)), record.slice_index
+        assert np.array_equal(app_image, record_image_and_mask(record, V2)[0]), record.slice_index
 
 
 def test_reslices_of_a_dicom_series_share_the_axes_of_the_slices_the_app_shows():

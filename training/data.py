@@ -81,12 +81,6 @@ def record_pixels(record: ImageRecord) -> tuple[np.ndarray, Window]:
     return values, EIGHT_BIT_WINDOW
 
 
-def record_model_image(record: ImageRecord, spec: PreprocessSpec) -> np.ndarray:
-    """Return a record's slice as the 8-bit square the model sees."""
-    values, window = record_pixels(record)
-    return model_uint8(values, window, spec)[0]
-
-
 def pack_images(paths: Sequence[Path], spec: PreprocessSpec, workers: int = 0) -> np.ndarray:
     """Return the images as a (N, size, size) uint8 array through the app's preprocessing."""
     images = _map_files(lambda path: read_model_image(path, spec), paths, workers)
@@ -236,7 +230,7 @@ def pack_dataset(records: Sequence[ImageRecord], spec: PreprocessSpec, workers: 
     """Read records through the app's preprocessing into a PackedDataset, with their tumour masks where known."""
     from training.masks import MASK_SIZE
 
-    packed = _map_files(lambda record: _record_image_and_mask(record, spec), records, workers)
+    packed = _map_files(lambda record: record_image_and_mask(record, spec), records, workers)
     thumbs = _map_files(record_thumbnail, records, workers)
     empty = np.zeros((MASK_SIZE, MASK_SIZE), np.uint8)
     return PackedDataset(
@@ -256,7 +250,7 @@ def pack_dataset(records: Sequence[ImageRecord], spec: PreprocessSpec, workers: 
     )
 
 
-def _record_image_and_mask(record: ImageRecord, spec: PreprocessSpec) -> tuple[np.ndarray, np.ndarray | None]:
+def record_image_and_mask(record: ImageRecord, spec: PreprocessSpec) -> tuple[np.ndarray, np.ndarray | None]:
     """Return a record's model image and its tumour mask in model-input cells (None where the source has none)."""
     from training.masks import model_mask, record_tumour_mask
 
