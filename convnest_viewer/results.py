@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from convnest_viewer.inference.context import context_reach, in_context
+from convnest_viewer.inference.head_edge import at_head_edge, head_edge_reason, largest_assessed_section
 from convnest_viewer.inference.heatmap import Heatmap
 
 if TYPE_CHECKING:
@@ -145,8 +146,6 @@ class ResultStore:
 
     def _head_edge_locked(self, model_id: str, series_key: str) -> dict[tuple[int, int], str]:
         """Return {(volume, index): reason} of slices the gate's series rule withholds (call with the lock held)."""
-        from convnest_viewer.inference.gate import at_head_edge, head_edge_reason, largest_assessed_section
-
         fraction = self._min_head_fraction.get(model_id, 0.0)
         shares = self._head_shares.get((model_id, series_key))
         if fraction <= 0 or not shares:

@@ -220,7 +220,7 @@ def test_slices_at_the_edge_of_the_head_in_a_series_are_not_assessed_and_the_app
 def test_the_series_rule_measures_against_assessed_slices_only_and_spares_single_images():
     """A withheld slice never sets the largest section (a localiser-like slice with a huge head share would otherwise
     withhold the whole brain); a single image is its own largest section; a model without the rule withholds nothing."""
-    from convnest_viewer.inference.gate import at_head_edge
+    from convnest_viewer.inference.head_edge import at_head_edge
     from convnest_viewer.results import ResultStore
 
     shares = np.array([0.05, 0.30, 0.50, 0.55, 0.52, 0.90])

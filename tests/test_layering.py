@@ -117,7 +117,11 @@ def test_inference_core_imports_no_qt():
 def test_the_viewer_core_and_report_load_without_torch():
     modules = _modules_after("import convnest_viewer.viewer_state, convnest_viewer.results, convnest_viewer.report, "
                              "convnest_viewer.annotations, convnest_viewer.verdict, convnest_viewer.session, "
-                             "convnest_viewer.batch")
+                             "convnest_viewer.batch\n"
+                             "store = convnest_viewer.results.ResultStore()\n"  # the gate's series rule runs here
+                             "for index, share in enumerate((0.5, 0.05, 0.6)):\n"
+                             "    store.put_head_share('m', 's', 0, index, share, 0.3)\n"
+                             "assert list(store.not_assessed('m', 's')) == [(0, 1)]")
     assert not modules & (QT | TORCH)
 
 

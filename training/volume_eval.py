@@ -19,7 +19,7 @@ import numpy as np
 from convnest_viewer.batch import classify_series
 from convnest_viewer.inference.context import in_context
 from convnest_viewer.inference.foreground import head_mask
-from convnest_viewer.inference.gate import at_head_edge
+from convnest_viewer.inference.head_edge import at_head_edge
 from convnest_viewer.io import apply_window, load_study
 from convnest_viewer.inference.card import NO_FINDING
 from training.sources import TCGA_PIXEL_MM, TCGA_SLICE_MM, BRATS_SEQUENCES, slice_labels
