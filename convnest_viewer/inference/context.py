@@ -13,16 +13,9 @@ import math
 import numpy as np
 
 
-def context_weights(sigma: float) -> np.ndarray:
-    """Return the Gaussian weights over slice offsets -r..r (r = ceil(3 sigma)) for a width in slices."""
-    radius = int(math.ceil(3 * sigma))
-    offsets = np.arange(-radius, radius + 1, dtype=float)
-    return np.exp(-offsets ** 2 / (2 * sigma ** 2))
-
-
 def context_reach(sigma: float) -> int:
-    """Return how many slices on either side a slice's answer is read with (0: the slice alone)."""
-    return len(context_weights(sigma)) // 2 if sigma > 0 else 0
+    """Return how many slice steps on either side a slice's answer is read with, ceil(3 sigma) (0: the slice alone)."""
+    return int(math.ceil(3 * sigma)) if sigma > 0 else 0
 
 
 def in_context(table: np.ndarray, usable: np.ndarray | None, sigma: float,
@@ -44,7 +37,7 @@ def in_context(table: np.ndarray, usable: np.ndarray | None, sigma: float,
     weight = np.zeros(len(table))
     for offset in range(2 * radius + 1):
         distance = np.abs(padded_positions[offset:offset + len(table)] - positions)
-        w = np.where(distance <= radius, np.exp(-np.minimum(distance, radius + 1) ** 2 / (2 * sigma ** 2)), 0.0)
+        w = np.exp(-distance ** 2 / (2 * sigma ** 2)) * (distance <= radius)
         total += w[:, None] * padded_values[offset:offset + len(table)]
         weight += w * padded_usable[offset:offset + len(table)]
     result[usable] = total[usable] / weight[usable, None]
