@@ -190,6 +190,7 @@ def test_tiny_end_to_end_run_exports_a_model_the_app_loads(small_pack, tmp_path,
     assert report["official_test"]["n"] == 32
     assert (tmp_path / "report" / "confusion_official_test.png").is_file()
     assert "| Official test split | 32 |" in (tmp_path / "report" / "report.md").read_text()
+    assert json.loads((tmp_path / "report" / "run_config.json").read_text()) == json.loads((run / "config.json").read_text())
     models = tmp_path / "models"
     assert training_main(["export", str(pack_path), "--run", str(run), "--report", str(tmp_path / "report" / "report.json"),
                           "--name", "tiny", "--dest", str(models), "--default"]) == 0

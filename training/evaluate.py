@@ -99,7 +99,7 @@ def evaluate_run(run_dir: Path, data: PackedDataset, out_dir: Path, healthy: lis
     card.temperature = report["temperature"]
     report.update(evaluate_scans(trainer.final_model, card, data, trainer.split, healthy, trainer.device))
     report["training"] = training_summary(trainer)
-    write_report(report, out_dir, history=trainer.history)
+    write_report(report, out_dir, history=trainer.history, run_dir=run_dir)
     return report
 
 

@@ -39,8 +39,9 @@ def write_report(report: dict, out_dir: Path, history: list[dict] | None = None,
     path = out_dir / "report.json"
     path.write_text(json.dumps(clean, indent=2))
     (out_dir / "report.md").write_text(markdown(clean))
-    if run_dir and (Path(run_dir) / "log.csv").is_file():
-        shutil.copy(Path(run_dir) / "log.csv", out_dir / "training_log.csv")
+    for name, copy in (("log.csv", "training_log.csv"), ("config.json", "run_config.json")):  # gate-fit, context-fit read it
+        if run_dir and (Path(run_dir) / name).is_file():
+            shutil.copy(Path(run_dir) / name, out_dir / copy)
     return path
 
 
