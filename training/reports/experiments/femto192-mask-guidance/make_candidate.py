@@ -2,6 +2,9 @@
 gate dropped: refit it with `convnest gate-fit`), so candidates are read exactly as the app reads v12.
 
 usage: python make_candidate.py RUN_DIR DEST_DIR NAME [SIZE]   (SIZE: the run's input size, default v12's 192)
+
+v12 left resources/ when v15 became the default (2026-12-03): restore its folder first,
+`git checkout a16b601 -- resources/models/convnext-femto-192-multi-v12`.
 """
 import json, shutil, sys
 from pathlib import Path

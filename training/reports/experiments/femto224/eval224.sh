@@ -1,5 +1,6 @@
 #!/bin/bash
 # eval224.sh [RUN] [DEST]: a run's EMA as the app would read it (v12's card at 224 px, gate refitted), whole held-out scans
+# (needs v12's folder back in resources/: git checkout a16b601 -- resources/models/convnext-femto-192-multi-v12)
 set -e
 S=../shared; run=${1:-work-data/runs/femto224-v13}; dest=${2:-work-data/models/f224}; tag=$(basename $dest)
 .venv/bin/python training/reports/experiments/femto192-mask-guidance/make_candidate.py $run $dest convnext-femto-224-multi-candidate 224
