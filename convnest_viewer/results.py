@@ -279,7 +279,7 @@ class SeriesSummary:
         """Return a one-line summary for people."""
         unreadable = f" {self.failed} slice(s) could not be read." if self.failed else ""
         if self.not_assessed:
-            unreadable += f" {self.not_assessed} slice(s) not assessed (blank, at the edge of the head, or unlike the training slices)."
+            unreadable += f" {self.not_assessed} slice(s) not assessed (blank, a label map, at the edge of the head, or unlike the training slices)."
         if self.classified == 0:
             if self.pending:
                 return "Not classified yet." + unreadable

@@ -18,7 +18,7 @@ from convnest_viewer.inference.classifier import Classifier, default_model_dir
 from convnest_viewer.inference.gate import (BLANK_REASON, OUT_OF_DOMAIN_REASON, MahalanobisScorer, StageMahalanobis,
                                            image_statistics, stage_statistics)
 from convnest_viewer.io import load_study
-from tests.paths import BRAIN_TUMOR_MRI, DATA, DICOM
+from tests.paths import BRAIN_TUMOR_MRI, DATA, DICOM, NIFTI
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +178,7 @@ def test_a_summary_counts_only_the_slices_the_gate_assessed():
     summary = summarize(table, ["glioma", "meningioma", "notumor", "pituitary"], "notumor", 0, np.array([True, False, False]))
     assert (summary.classified, summary.not_assessed, summary.finding, summary.pending) == (2, 1, None, False)
     assert summary.sentence({}) == ("no tumour class predicted on any of 2 slices. "
-                                    "1 slice(s) not assessed (blank, at the edge of the head, or unlike the training slices).")
+                                    "1 slice(s) not assessed (blank, a label map, at the edge of the head, or unlike the training slices).")
 
 
 def test_slices_at_the_edge_of_the_head_in_a_series_are_not_assessed_and_the_app_and_evaluation_agree(classifier, capsys):
@@ -239,3 +239,32 @@ def test_the_series_rule_measures_against_assessed_slices_only_and_spares_single
     store.put_head_share("m", "s", 0, 6, 1.0, 0.4)  # an assessed slice with more head: the others are measured anew
     assert set(store.not_assessed("m", "s")) == {(0, 0), (0, 1), (0, 5)}
     assert store.not_assessed_mask("m", "s", 0, 7).tolist() == [True, True, False, False, False, True, False]
+
+
+def test_label_maps_and_masks_opened_as_images_are_not_assessed_and_real_slices_never_look_like_one(classifier):
+    from convnest_viewer.inference.gate import LABEL_MAP_REASON
+    from convnest_viewer.verdict import series_verdict
+
+    label_reason = LABEL_MAP_REASON.split("{")[0]
+    brats = sorted((DATA / "brats2013-hgg").glob("*/*"))
+    maps = [next(case.glob("OTMultiClass.nii*")) for case in brats]
+    masks = sorted((DATA / "tcga-lgg" / "TCGA_CS_4941_19960909").glob("*_mask.png"))
+    labelled = 0
+    for path in maps + masks[::3]:
+        for series in load_study([path]).series:
+            prepared, failed = classifier.prepare_slices(series, [(0, i) for i in range(series.n_slices)])
+            reasons = [p.blank for p in prepared]
+            assert not failed and all(reasons), path.name  # no slice of a label map reaches the model
+            assert all(r == BLANK_REASON or r.startswith(label_reason) for r in reasons), path.name
+            labelled += sum(r.startswith(label_reason) for r in reasons)
+    assert labelled >= 6 * 20  # each map has a tumour on 20+ slices; a blank rule alone would not say why
+    outcomes = list(classify_series(classifier, load_study([maps[0]]).series[0]))
+    withheld = np.array([not o.decision.assessed for o in outcomes])
+    verdict = series_verdict(np.array([o.probabilities for o in outcomes]), classifier.class_ids, "notumor", withheld)
+    assert withheld.all() and verdict.label == "not assessed", verdict
+    real = [p for case in brats for p in sorted(case.glob("*_subtrMeanDivStd.nii*"))]
+    real += [DICOM / "sagittal-mprage", *sorted((NIFTI / "healthy-volunteer").glob("*.nii*"))]
+    for path in real:
+        series = load_study([path]).series[0]
+        prepared, _ = classifier.prepare_slices(series, [(0, i) for i in range(series.n_slices)])
+        assert not any(p.blank and p.blank.startswith(label_reason) for p in prepared), path.name

@@ -361,7 +361,7 @@ def test_one_head_mask_serves_the_gate_and_the_crop_with_the_same_results():
     for item in prepared:
         values, window = series.pixels(item.index), series.window(item.index)
         assert np.array_equal(item.model_input, preprocess(values, window, classifier.spec)[0])
-        assert item.blank == classifier.gate.blank_reason(to_uint8(values, window))
+        assert item.blank == classifier.gate.image_reason(to_uint8(values, window))
     assert [item.blank is not None for item in prepared] == [False, True, False, False, False, True, False]
 
 

@@ -93,7 +93,7 @@ def array_inputs(classifier: Classifier, gate: Gate, arrays: Sequence[np.ndarray
         values = values.astype(np.float32)
         window = percentile_window(values)
         inputs.append(SliceInput(0, len(inputs), values, window, classifier.prepare(values, window)[0],
-                                 gate.blank_reason(to_uint8(values, window))))
+                                 gate.image_reason(to_uint8(values, window))))
     return inputs
 
 
@@ -198,7 +198,7 @@ def fit_gate(model_dir: Path, data: PackedDataset, config: TrainConfig, shared: 
     val_statistics = packed_statistics(classifier, data.images[split.val], spec)
     scorer.calibrate(val_statistics)
     gate = Gate(spec, scorer)
-    val_blanks = [gate.blank_reason(image) for image in data.images[split.val]]
+    val_blanks = [gate.image_reason(image) for image in data.images[split.val]]
     val_scores = gated_scores(gate, val_statistics, val_blanks)
     spec.threshold = float(np.quantile(val_scores[np.isfinite(val_scores)], THRESHOLD_QUANTILE))
 
@@ -208,7 +208,7 @@ def fit_gate(model_dir: Path, data: PackedDataset, config: TrainConfig, shared: 
     in_scores = []
     for source in np.unique(data.source[split.test]):
         part = split.test[data.source[split.test] == source]
-        blanks = [gate.blank_reason(image) for image in data.images[part]]
+        blanks = [gate.image_reason(image) for image in data.images[part]]
         scores = gated_scores(gate, packed_statistics(classifier, data.images[part], spec), blanks)
         in_scores.append(scores)
         gated = scores > spec.threshold

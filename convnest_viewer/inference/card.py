@@ -69,6 +69,8 @@ class GateSpec:
     threshold: float = float("inf")  # slices scoring above it are not assessed
     min_head_share: float = 0.03  # a slice whose head (foreground) covers less is blank or nearly empty
     min_contrast: float = 8.0  # 8-bit standard deviation below which a slice is blank
+    # a slice with at most this many 8-bit grey levels is a label map or mask (measured: label maps 2-5, MR slices 19+)
+    max_label_levels: int = 8
     # a series rule: a slice whose head section is under this fraction of the largest among the volume's assessed
     # slices lies at the edge of the head, where the model never trained (0: off; the packing rule's 0.4)
     min_head_fraction: float = 0.0

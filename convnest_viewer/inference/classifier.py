@@ -234,7 +234,7 @@ class Classifier:
                 continue
             image = to_uint8(values, window)
             mask = head_mask(image)  # one mask for the gate's blank rule and the head crop
-            blank = self.gate.blank_reason(image, mask) if self.gate else None
+            blank = self.gate.image_reason(image, mask) if self.gate else None
             prepared.append(SliceInput(volume, index, values, window, preprocess_image(image, self.spec, mask)[0], blank,
                                        head_share(image, mask)))
         return prepared, failed

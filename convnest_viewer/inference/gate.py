@@ -1,7 +1,8 @@
 """Know when not to answer: a slice is assessed only if it is not blank and its features look like training data.
 
 Two checks, both stored with the model (the card's `gate` and a safetensors file of statistics):
-- an image rule on the 8-bit windowed slice: too little head (foreground) or too little contrast means blank;
+- an image rule on the 8-bit windowed slice: too little head (foreground) or too little contrast means blank, a
+  handful of grey levels means a label map or mask (a segmentation opened as an image), not an MR slice;
 - an out-of-distribution score: for each early feature stage, the per-channel mean and standard deviation of its
   activations (and, when the card says so, 7 statistics of the model input itself: intensity, gradients,
   Laplacian, foreground), scored by the smallest Mahalanobis distance to the training slices of each
@@ -25,6 +26,7 @@ from convnest_viewer.inference.foreground import head_share
 
 BLANK_REASON = "blank or nearly empty slice"
 OUT_OF_DOMAIN_REASON = "unlike the brain MRI slices the model was trained on"
+LABEL_MAP_REASON = "a label map or mask ({levels} grey levels), not an MR image"
 
 
 @dataclass(frozen=True)
@@ -156,18 +158,21 @@ class Gate:
             raise ModelCardError(f"{folder}: the gate file has {len(scorer.scorers)} score parts, the card implies {expected}")
         return cls(spec, scorer)
 
-    def blank_reason(self, image_uint8: np.ndarray, mask: np.ndarray | None = None) -> str | None:
-        """Return why an 8-bit windowed slice is blank, or None if it shows something (`mask`: its head_mask,
-        when the caller has it)."""
+    def image_reason(self, image_uint8: np.ndarray, mask: np.ndarray | None = None) -> str | None:
+        """Return why an 8-bit windowed slice cannot be judged (blank, or a label map), or None if it shows something
+        (`mask`: its head_mask, when the caller has it)."""
         contrast = float(cv2.meanStdDev(image_uint8)[1][0, 0]) if image_uint8.size else 0.0  # numpy's std, faster
         if contrast < self.spec.min_contrast or head_share(image_uint8, mask) < self.spec.min_head_share:
             return BLANK_REASON
+        levels = int(np.count_nonzero(np.bincount(image_uint8.ravel(), minlength=256)))
+        if levels <= self.spec.max_label_levels:
+            return LABEL_MAP_REASON.format(levels=levels)
         return None
 
-    def decide(self, blank_reason: str | None, score: float | None) -> GateDecision:
+    def decide(self, image_reason: str | None, score: float | None) -> GateDecision:
         """Combine the image rule and the feature score into one decision."""
-        if blank_reason:
-            return GateDecision(False, blank_reason, score)
+        if image_reason:
+            return GateDecision(False, image_reason, score)
         if score is not None and score > self.spec.threshold:
             return GateDecision(False, OUT_OF_DOMAIN_REASON, score)
         return GateDecision(True, None, score)

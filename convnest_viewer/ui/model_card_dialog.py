@@ -50,7 +50,7 @@ def _gate_html(card: ModelCard) -> str:
     measured = (f" Measured: {_percent(inside.get('gated'))} of held-out in-domain slices withheld, "
                 f"{_percent(outside.get('gated'))} of out-of-domain slices (EPI, outside the brain, masks, CT, noise), "
                 f"AUROC {outside.get('auroc', float('nan')):.3f}.") if inside and outside else ""
-    return (f"<p><b>Gate:</b> slices that are blank or unlike the training slices ({escape(card.gate.method)} on feature "
+    return (f"<p><b>Gate:</b> slices that are blank, label maps or unlike the training slices ({escape(card.gate.method)} on feature "
             f"stages {', '.join(map(str, card.gate.stages))}, threshold {card.gate.threshold:.2f}) are shown as "
             f"<i>not assessed</i>.{measured}</p>")
 
