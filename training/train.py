@@ -61,6 +61,7 @@ class TrainConfig:
     time_budget: float = 0.0  # seconds this run may train: epochs are cut to fit, from the second epoch's time (0: none)
     mask_guidance: float = 0.0  # weight of the tumour-mask auxiliary loss (training.mask_guidance; 0: off)
     mask_guidance_map: str = "head"  # what predicts the mask: "head" (an auxiliary 1x1 conv) or "classifier" (its own head per cell)
+    tumour_paste: float = 0.0  # share of no-tumour slices given a tumour cut from another (training.tumour_paste; 0: off)
     augment: AugmentConfig | None = None  # None: the default recipe (sequence contrast per sequence_augment)
 
     def __post_init__(self) -> None:
@@ -230,6 +231,7 @@ class Trainer:
         self.guided = config.mask_guidance > 0
         if self.guided:
             self._start_mask_guidance()
+        self.paste_pools = self._paste_pools() if config.tumour_paste > 0 else None
         self.epoch_images = config.epoch_images or len(self.split.train)
         self.steps_per_epoch = max(1, self.epoch_images // config.batch_size)
         self.draw_weights = torch.from_numpy(sampling_weights(data, self.split.train, config)) if config.balance else None
@@ -255,6 +257,19 @@ class Trainer:
             self.optimizer.add_param_group({"params": list(self.mask_head.parameters()), "weight_decay": 0.0})
         self.masks = torch.from_numpy(self.data.masks).unsqueeze(1).to(self.device)
         self.mask_known = torch.from_numpy(self.data.mask_known).to(self.device)
+
+    def _paste_pools(self):
+        """Return tumour copy-paste's donor and recipient pools over the training indices (needs packed masks)."""
+        from training.sources import GLIOMA, NOTUMOR
+        from training.tumour_paste import paste_pools
+
+        if self.data.masks is None:
+            raise ValueError("tumour paste needs a pack with tumour masks; repack with this version of convnest pack")
+        if self.guided:
+            raise ValueError("tumour paste and mask guidance cannot be combined (pasted slices have no mask)")
+        self.paste_masks = torch.from_numpy(self.data.masks).to(self.device)
+        return paste_pools(self.data.sequence, self.data.labels, self.data.masks, self.data.mask_known,
+                           self.split.train, GLIOMA, NOTUMOR)
 
     def _make_scheduler(self):
         """Return the cosine schedule with warm-up over the configured epochs, stepped per batch."""
@@ -320,6 +335,7 @@ class Trainer:
         torch.manual_seed(config.seed * 100_003 + self.epoch)  # drop path: reproducible per epoch
         order_gen = torch.Generator().manual_seed(config.seed * 7919 + self.epoch)
         aug_gen = torch.Generator(device=self.device).manual_seed(config.seed * 104_729 + self.epoch)
+        paste_gen = torch.Generator(device=self.device).manual_seed(config.seed * 130_363 + self.epoch)
         order = torch.from_numpy(self.split.train)[self._draw_order(order_gen)].to(self.device)
         self.model.train()
         started, seen = time.time(), 0
@@ -328,17 +344,22 @@ class Trainer:
         mask_loss_sum = torch.zeros((), device=self.device)
         from tqdm import tqdm
         from training.mask_guidance import mask_loss
+        from training.sources import GLIOMA
+        from training.tumour_paste import paste_tumours
 
         bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {self.epoch + 1}/{config.epochs}", unit="step",
                    disable=None if progress else True, leave=False)
         for step in bar:
             batch = order[step * config.batch_size:(step + 1) * config.batch_size]
-            targets = self.labels[batch]
+            images, targets = self.images[batch], self.labels[batch]
+            if self.paste_pools is not None:
+                images, targets = paste_tumours(images, targets, batch, self.images, self.paste_masks, self.paste_pools,
+                                                config.tumour_paste, GLIOMA, paste_gen)
             if self.guided:
-                inputs, masks = augment(self.images[batch], self.spec, config.augment, aug_gen, self.masks[batch])
+                inputs, masks = augment(images, self.spec, config.augment, aug_gen, self.masks[batch])
                 logits, mask_logits = self._forward(inputs, with_mask=True)
             else:
-                logits = self._forward(augment(self.images[batch], self.spec, config.augment, aug_gen))
+                logits = self._forward(augment(images, self.spec, config.augment, aug_gen))
             loss = F.cross_entropy(logits.float(), targets, label_smoothing=config.label_smoothing)
             if self.guided:
                 guidance = mask_loss(mask_logits, masks, self.mask_known[batch])
