@@ -57,7 +57,7 @@ def test_the_demo_study_is_classified_as_its_series_say(classifier):
         predictions = classifier.predict([(series.pixels(i), series.window(i)) for i in range(series.n_slices)])
         correct += sum(p.predicted == expected for p in predictions)
         total += len(predictions)
-    assert total == 24 and correct >= 16  # measured: 18 (v3: 17; brain-tumor-mri test accuracy is 85%; 24 images vary)
+    assert total == 24 and correct >= 16  # measured: 19 with v15 (v3: 17; 24 images vary more than the test split)
 
 
 def test_a_healthy_head_it_never_saw_is_mostly_no_tumour(classifier):
@@ -69,18 +69,18 @@ def test_a_healthy_head_it_never_saw_is_mostly_no_tumour(classifier):
     share = float((~scan.called_tumour).mean())
     claimed = classifier.card.metrics["healthy"]["per_scan"]["chris_PD (pd)"]["no_tumour_share"]
     assert share == pytest.approx(claimed, abs=1.5 / 54), "the app reproduces the card's healthy-head figure"
-    assert share >= 0.55  # measured: 32 of 54 (the target, 90%, is not met; v3: 27, v2: 33)
+    assert share >= 0.55  # measured: 44 of 54 with v15 (the target, 90%, is not met; v12: 46, v3: 27)
 
 
 def test_the_app_reproduces_the_cards_figure_on_the_healthy_sagittal_head(classifier):
-    """The sagittal MPRAGE is the model's known failure (30% of its slices read a tumour): the card must say so truly."""
+    """The sagittal MPRAGE (held out; v3 called 45% of it a tumour, v15 6%): the card must state the figure truly."""
     from training.volume_eval import evaluate_healthy
 
     scan = evaluate_healthy(classifier, DICOM / "sagittal-mprage", "t1")
     assert len(scan.probabilities) == 192
     claimed = classifier.card.metrics["healthy"]["per_scan"]["sagittal-mprage (t1)"]["no_tumour_share"]
     assert float((~scan.called_tumour).mean()) == pytest.approx(claimed, abs=1.5 / 192)
-    assert claimed >= 0.65  # measured: 134 of 192 (v3: 105)
+    assert claimed >= 0.65  # measured: 181 of 192 with v15 (v12: 181, v3: 105)
     assert f"sagittal-mprage (t1) {1 - claimed:.0%}" in classifier.card.limitations
 
 
