@@ -59,7 +59,7 @@ def paste_tumours(images: torch.Tensor, labels: torch.Tensor, batch: torch.Tenso
     images, labels = images.clone(), labels.clone()
     size = images.shape[-1]
     for row in chosen.tolist():
-        donors = pools.donors[pools.sequences[int(pools.sequence_code[batch[row]])]]
+        donors = pools.donors[pools.sequences[int(pools.sequence_code[int(batch[row])])]]
         pick = int(torch.randint(len(donors), (1,), generator=generator, device=device))
         donor = int(donors[pick])
         pasted = _blend(images[row, 0], all_images[donor, 0], all_masks[donor], size, generator)
