@@ -134,15 +134,16 @@ def bias_fields(n: int, size: int, amplitude: float, generator: torch.Generator,
     return torch.exp(log_field).unsqueeze(1)
 
 
-def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, apply: torch.Tensor) -> torch.Tensor:
-    """Blur each image with its own Gaussian (sigma in pixels) where apply is True."""
-    n, radius = x.shape[0], 4
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, apply: torch.Tensor, radius: int = 4,
+                  padding: str = "reflect") -> torch.Tensor:
+    """Blur each image with its own Gaussian (sigma in pixels, taps to radius) where apply is True."""
+    n = x.shape[0]
     offsets = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
     kernel = torch.exp(-(offsets.view(1, -1) ** 2) / (2 * sigma.view(-1, 1) ** 2))
     kernel = kernel / kernel.sum(dim=1, keepdim=True)  # (N, K)
     stacked = x.transpose(0, 1)  # (1, N, S, S): one group per image
-    blurred = F.conv2d(F.pad(stacked, (radius, radius, 0, 0), mode="reflect"), kernel.view(n, 1, 1, -1), groups=n)
-    blurred = F.conv2d(F.pad(blurred, (0, 0, radius, radius), mode="reflect"), kernel.view(n, 1, -1, 1), groups=n)
+    blurred = F.conv2d(F.pad(stacked, (radius, radius, 0, 0), mode=padding), kernel.view(n, 1, 1, -1), groups=n)
+    blurred = F.conv2d(F.pad(blurred, (0, 0, radius, radius), mode=padding), kernel.view(n, 1, -1, 1), groups=n)
     return torch.where(apply.view(n, 1, 1, 1), blurred.transpose(0, 1), x)
 
 

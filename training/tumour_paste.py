@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from training.augment import gaussian_blur
+
 MIN_DONOR_CELLS = 6  # mask cells (of 48 x 48) over half tumour: smaller tumours are too coarse to cut out
 HEAD_LEVEL = 20  # uint8 grey level above which a recipient pixel counts as head
 MIN_HEAD_SHARE = 0.3  # a recipient whose head fills less of the image (the edge of a head) gets no tumour
@@ -107,9 +109,7 @@ def _blend(recipient: torch.Tensor, donor: torch.Tensor, mask: torch.Tensor, siz
 
 
 def _feather(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Return a (1, 1, S, S) map blurred with a Gaussian (soft edges for the paste)."""
-    radius = max(1, int(3 * sigma))
-    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, device=x.device, dtype=torch.float32) / sigma) ** 2)
-    taps = taps / taps.sum()
-    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), taps.view(1, 1, 1, -1))
-    return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), taps.view(1, 1, -1, 1)).clamp(0, 1)
+    """Return a (1, 1, S, S) map blurred with a Gaussian to 3 sigma (soft edges for the paste)."""
+    always = torch.ones(1, dtype=torch.bool, device=x.device)
+    sigmas = torch.full((1,), sigma, device=x.device)
+    return gaussian_blur(x, sigmas, always, radius=max(1, int(3 * sigma)), padding="replicate").clamp(0, 1)
