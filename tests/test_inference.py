@@ -430,3 +430,42 @@ def test_tumour_occlusion_leaves_the_heads_rim_as_it_is():
     assert not inside[~disc].any(), "nothing outside the head"
     empty = np.zeros_like(disc)
     assert _inside_rim(empty, TUMOUR_OCCLUSION_RIM) is empty and _inside_rim(disc, 0.0) is disc
+
+
+def test_a_test_time_flip_card_answers_a_slice_and_its_mirror_alike_and_leaves_the_gate_as_it_was():
+    plain = Classifier(None, device="cpu", backend="torch")  # the bundled model (its card: no flip)
+    flipping = Classifier(None, device="cpu", backend="torch")
+    flipping.card.test_time_flip = True
+    series = load_study([DICOM / "sagittal-mprage"]).series[0]
+    prepared, failed = plain.prepare_slices(series, [(0, i) for i in range(40, 160, 12)])
+    assert not failed
+    inputs = np.stack([p.model_input for p in prepared])
+    mirrors = np.ascontiguousarray(inputs[..., ::-1])
+    blanks = [p.blank for p in prepared]
+    original, original_gate = plain.assess_inputs(inputs, blanks)
+    assert np.abs(plain.assess_inputs(mirrors, blanks)[0] - original).max() > 1e-3, "the model alone is not mirror-symmetric"
+    averaged, gate = flipping.assess_inputs(inputs, blanks)
+    assert np.abs(flipping.assess_inputs(mirrors, blanks)[0] - averaged).max() < 1e-5
+    with torch.inference_mode():
+        batch = torch.from_numpy(inputs)
+        expected = plain.probabilities_from_logits((plain.model(batch) + plain.model(batch.flip(-1))) / 2)
+    assert np.abs(averaged - expected).max() < 1e-5
+    assert np.abs(flipping.predict_inputs(inputs) - averaged).max() < 1e-5
+    assert [(d.assessed, d.score) for d in gate] == [(d.assessed, d.score) for d in original_gate]
+
+
+def test_a_card_with_a_test_time_flip_says_so_in_its_dialog_and_one_not_true_or_false_is_refused(model_folder, tmp_path):
+    folder = _copy(model_folder, tmp_path)
+    raw = json.loads((folder / "model_card.json").read_text())
+    raw["test_time_flip"] = True
+    (folder / "model_card.json").write_text(json.dumps(raw))
+    card = load_card(folder)
+    assert card.test_time_flip is True
+    from convnest_viewer.ui.model_card_dialog import model_card_html
+    assert "left-right mirror" in model_card_html(card, "0" * 64, "CPU")
+    card.test_time_flip = False
+    assert "left-right mirror" not in model_card_html(card, "0" * 64, "CPU")
+    raw["test_time_flip"] = "yes"
+    (folder / "model_card.json").write_text(json.dumps(raw))
+    with pytest.raises(ModelCardError, match="test_time_flip must be true or false"):
+        load_card(folder)

@@ -113,3 +113,18 @@ def test_a_cached_export_classifies_without_importing_timm(monkeypatch, tmp_path
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["onnxruntime", "False", "1.0"]
+
+
+def test_onnx_runtime_averages_a_slice_with_its_mirror_as_torch_does(mprage_inputs, monkeypatch, tmp_path):
+    monkeypatch.setenv("CONVNEST_CACHE_DIR", str(tmp_path))
+    _, inputs, blanks = mprage_inputs
+    reference = Classifier(None, device="cpu", backend="torch")
+    fast = Classifier(None, device="cpu")
+    assert fast.backend == "onnxruntime"
+    reference.card.test_time_flip = fast.card.test_time_flip = True
+    expected, expected_gate = reference.assess_inputs(inputs, blanks)
+    got, gate = fast.assess_inputs(inputs, blanks)
+    assert np.abs(got - expected).max() < 1e-4
+    assert [d.assessed for d in gate] == [d.assessed for d in expected_gate]
+    mirrored, _ = fast.assess_inputs(np.ascontiguousarray(inputs[..., ::-1]), blanks)
+    assert np.abs(mirrored - got).max() < 1e-4

@@ -105,6 +105,7 @@ class ModelCard:
     classes: list[ClassInfo]
     preprocessing: PreprocessSpec = field(default_factory=PreprocessSpec)
     temperature: float = 1.0
+    test_time_flip: bool = False  # logits are the mean over each slice and its left-right mirror
     weights: list[WeightFile] = field(default_factory=list)
     weights_dtype: str = "float16"
     drop_path_rate: float = 0.0
@@ -180,6 +181,7 @@ def load_card(folder: Path) -> ModelCard:
             classes=[ClassInfo(**c) for c in raw["classes"]],
             preprocessing=_spec(raw.get("preprocessing", {})),
             temperature=float(raw.get("temperature", 1.0)),
+            test_time_flip=_flag(raw.get("test_time_flip", False), "test_time_flip"),
             weights=[WeightFile(**w) for w in raw.get("weights", [])],
             weights_dtype=raw.get("weights_dtype", "float16"),
             drop_path_rate=float(raw.get("drop_path_rate", 0.0)),
@@ -224,6 +226,13 @@ def _settle_no_finding(card: ModelCard, raw_classes: list[dict], path: Path) -> 
     if len(flagged) != 1:
         raise ModelCardError(f"{path}: exactly one class must be marked no_finding (the 'nothing found' class); "
                              f"found {len(flagged)}")
+
+
+def _flag(value, key: str) -> bool:
+    """Return a card's true/false field, refusing anything but a JSON boolean."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{key} must be true or false, got {value!r}")
+    return value
 
 
 def _spec(raw: dict) -> PreprocessSpec:

@@ -271,7 +271,12 @@ class Classifier:
 
     @torch.inference_mode()
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
-        """Return raw logits for a float input batch (fast path: channels_last, autocast on GPU)."""
+        """Return raw logits for a float input batch: the mean over the batch and its mirror where the card asks."""
+        logits = self._plain_logits(batch)
+        return (logits + self._plain_logits(batch.flip(-1))) / 2 if self.card.test_time_flip else logits
+
+    def _plain_logits(self, batch: torch.Tensor) -> torch.Tensor:
+        """Return raw logits of one forward pass (fast path: channels_last, autocast on GPU)."""
         if self.onnx is not None:
             return self.onnx(batch)[0]
         batch = batch.to(self.device, non_blocking=True)
@@ -283,21 +288,21 @@ class Classifier:
 
     @torch.inference_mode()
     def logits_and_gate_statistics(self, batch: torch.Tensor, spec: GateSpec) -> tuple[torch.Tensor, list[np.ndarray]]:
-        """Return raw logits and the statistics a gate scores (its feature stages' channel statistics, then the
-        input's own statistics if the spec asks for them), in one forward pass."""
+        """Return raw logits (as logits() gives them) and the statistics a gate scores (its feature stages' channel
+        statistics of the slice as it is, then the input's own statistics if the spec asks for them)."""
         if self.onnx is not None and list(spec.stages) == (list(self.gate.spec.stages) if self.gate else []):
             logits, statistics = self.onnx(batch)
-            if spec.input_statistics:
-                statistics.append(image_statistics(batch))
-            return logits, statistics
-        batch = batch.to(self.device, non_blocking=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            final, intermediates = self.model.forward_intermediates(batch, indices=list(spec.stages))
-            logits = self.model.forward_head(final)
-        statistics = stage_statistics(intermediates)
+        else:
+            device_batch = batch.to(self.device, non_blocking=True)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+                final, intermediates = self.model.forward_intermediates(device_batch, indices=list(spec.stages))
+                logits = self.model.forward_head(final).float()
+            statistics = stage_statistics(intermediates)
         if spec.input_statistics:
             statistics.append(image_statistics(batch))
-        return logits.float(), statistics
+        if self.card.test_time_flip:
+            logits = (logits + self._plain_logits(batch.flip(-1))) / 2
+        return logits, statistics
 
     def probabilities_from_logits(self, logits: torch.Tensor) -> np.ndarray:
         """Return temperature-scaled softmax probabilities as float64 numpy."""

@@ -102,11 +102,14 @@ def model_card_html(card: ModelCard, model_id: str, device_name: str) -> str:
     return (f"<h3>{escape(card.name)}</h3>"
             f"<p><b>Architecture:</b> {escape(card.architecture)}, input {card.preprocessing.size} px × "
             f"{card.preprocessing.channels} channel(s), preprocessing {escape(card.preprocessing.version)}<br>"
-            f"<b>Classes:</b> {classes}<br><b>Temperature:</b> {card.temperature:.3f}<br>"
+            f"<b>Classes:</b> {classes}<br><b>Temperature:</b> {card.temperature:.3f}{_MIRROR_NOTE if card.test_time_flip else ''}<br>"
             f"<b>Weights:</b> {len(card.weights)} safetensors file(s), {escape(card.weights_dtype)}, sha256 {escape(model_id[:16])}…<br>"
             f"<b>Training:</b> {trained}{', ' + escape(str(config.get('optimizer', ''))) if config else ''}<br>"
             f"<b>Running on:</b> {escape(device_name)}</p>{table}{_scan_tables(card)}{_gate_html(card)}{_heatmap_html(card)}"
             f"{'<p>' + escape(card.limitations) + '</p>' if card.limitations else ''}<p><i>{escape(card.intended_use)}</i></p>")
+
+
+_MIRROR_NOTE = "; each slice is read as the mean of its logits and its left-right mirror's"
 
 
 def _trained_on(contrasts: list[str]) -> str:
