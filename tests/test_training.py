@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from convnest_viewer.inference.card import CLASS_IDS, PreprocessSpec
+from convnest_viewer.inference.card import CLASS_IDS, PreprocessSpec, load_card
 from convnest_viewer.inference.classifier import Classifier
 from convnest_viewer.io import load_study
 from training.cli import main as training_main
@@ -18,7 +18,7 @@ from training.data import PackedDataset, list_dataset, pack_dataset
 from training.dedup import duplicate_groups, identical_files, leak_table, near_duplicate_pairs
 from training.metrics import classification_metrics, expected_calibration_error, fit_temperature, softmax
 from training.splits import group_kfold, group_split, groups_straddle
-from training.train import Trainer, TrainConfig, load_initial_weights
+from training.train import Trainer, TrainConfig, load_initial_weights, predict_logits
 from tests.paths import BRAIN_TUMOR_MRI
 
 SIZE = 64
@@ -273,3 +273,25 @@ def test_the_training_throughput_benchmark_measures_each_variant_on_a_recipe(sma
     with pytest.raises(SystemExit):  # a pack at another size than the recipe's is refused
         recipe.write_text(json.dumps(asdict(_config(balance=False, size=SIZE * 2)), default=str))
         module.main(["--run-config", str(recipe), "--data", str(pack), "--out", str(out)])
+
+
+def test_evaluate_with_test_time_flip_fits_and_exports_a_card_that_classifies_so(small_pack, tmp_path):
+    data, pack_path = small_pack
+    run = tmp_path / "run"
+    assert training_main(["train", str(pack_path), "--run", str(run), "--architecture", "test_convnext", "--size", str(SIZE),
+                          "--epochs", "1", "--batch-size", "8", "--val-fraction", "0.2", "--device", "cpu"]) == 0
+    assert training_main(["evaluate", str(pack_path), "--run", str(run), "--out", str(tmp_path / "report"),
+                          "--test-time-flip"]) == 0
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["test_time_flip"] is True and "left-right mirror" in (tmp_path / "report" / "report.md").read_text()
+    trainer = Trainer.from_run(run, data)
+    images = torch.from_numpy(data.images).unsqueeze(1)
+    plain = predict_logits(trainer.final_model, images, trainer.split.val, trainer.spec, torch.device("cpu"))
+    mirrored = predict_logits(trainer.final_model, images.flip(-1), trainer.split.val, trainer.spec, torch.device("cpu"))
+    averaged = predict_logits(trainer.final_model, images, trainer.split.val, trainer.spec, torch.device("cpu"),
+                              flip_average=True)
+    assert torch.allclose(averaged, (plain + mirrored) / 2, atol=1e-5) and not torch.allclose(averaged, plain, atol=1e-3)
+    assert report["temperature"] == pytest.approx(fit_temperature(averaged.numpy(), data.labels[trainer.split.val]))
+    assert training_main(["export", str(pack_path), "--run", str(run), "--report", str(tmp_path / "report" / "report.json"),
+                          "--name", "tiny", "--dest", str(tmp_path / "models")]) == 0
+    assert load_card(tmp_path / "models" / "tiny").test_time_flip is True

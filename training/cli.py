@@ -59,6 +59,9 @@ def add_training_parsers(commands) -> None:
     evaluate.add_argument("--healthy", action="append", default=[], metavar="PATH:SEQUENCE",
                           help="a healthy head (DICOM series folder or NIfTI file) and its sequence, e.g. "
                                "../shared/dicom/sagittal-mprage:t1 (repeatable)")
+    evaluate.add_argument("--test-time-flip", action="store_true",
+                          help="average each slice's logits with its left-right mirror's (temperature fitted so; "
+                               "export writes it into the card)")
     evaluate.set_defaults(handler=_run_evaluate)
 
     scans = commands.add_parser("scan-eval", help="evaluate any model folder on whole scans (tumour and healthy)")
@@ -251,7 +254,7 @@ def _run_evaluate(args) -> int:
     from training.evaluate import evaluate_run
 
     data = PackedDataset.load(args.data)
-    report = evaluate_run(args.run, data, args.out, _healthy_scans(args.healthy, data))
+    report = evaluate_run(args.run, data, args.out, _healthy_scans(args.healthy, data), args.test_time_flip)
     print((args.out / "report.md").read_text())
     return 0 if report else 1
 

@@ -18,7 +18,7 @@ from training.train import predict_logits
 
 def evaluate(model: torch.nn.Module, spec: PreprocessSpec, data: PackedDataset, train_idx: np.ndarray, val_idx: np.ndarray,
              test_idx: np.ndarray, device: torch.device, temperature: float | None = None,
-             source: str = "brain-tumor-mri") -> dict:
+             source: str = "brain-tumor-mri", test_time_flip: bool = False) -> dict:
     """Return the slice-level evaluation; fit the temperature on validation unless one is given.
 
     official_test and its leakage-free variants are the folder-per-class source's test images; every other
@@ -28,10 +28,10 @@ def evaluate(model: torch.nn.Module, spec: PreprocessSpec, data: PackedDataset, 
     model = model.to(device).eval()
 
     def logits_of(indices: np.ndarray) -> np.ndarray:
-        return predict_logits(model, images, indices, spec, device).numpy()
+        return predict_logits(model, images, indices, spec, device, flip_average=test_time_flip).numpy()
 
     report: dict = {"class_ids": list(CLASS_IDS), "near_duplicate_threshold": NEAR_DUPLICATE,
-                    "strict_near_duplicate_threshold": STRICT_NEAR_DUPLICATE}
+                    "strict_near_duplicate_threshold": STRICT_NEAR_DUPLICATE, "test_time_flip": test_time_flip}
     if len(val_idx):
         val_logits = logits_of(val_idx)
         if temperature is None:
@@ -85,18 +85,21 @@ def _metrics(logits: np.ndarray, labels: np.ndarray, temperature: float) -> dict
     return result
 
 
-def evaluate_run(run_dir: Path, data: PackedDataset, out_dir: Path, healthy: list[tuple[Path, str, bool]] = ()) -> dict:
+def evaluate_run(run_dir: Path, data: PackedDataset, out_dir: Path, healthy: list[tuple[Path, str, bool]] = (),
+                 test_time_flip: bool = False) -> dict:
     """Evaluate a finished run folder (its final weights and its split) and write the report folder.
 
-    healthy: (path, sequence, held out) of whole healthy heads to classify through the app's loader.
+    healthy: (path, sequence, held out) of whole healthy heads to classify through the app's loader;
+    test_time_flip: classify each slice as the mean of it and its mirror (export carries it into the card).
     """
     from training.train import Trainer
 
     trainer = Trainer.from_run(run_dir, data)
     report = evaluate(trainer.final_model, trainer.spec, data, trainer.split.train, trainer.split.val,
-                      trainer.split.test, trainer.device, source=trainer.config.source)
+                      trainer.split.test, trainer.device, source=trainer.config.source, test_time_flip=test_time_flip)
     card = trainer.config.card("evaluation")
     card.temperature = report["temperature"]
+    card.test_time_flip = test_time_flip
     report.update(evaluate_scans(trainer.final_model, card, data, trainer.split, healthy, trainer.device))
     report["training"] = training_summary(trainer)
     write_report(report, out_dir, history=trainer.history, run_dir=run_dir)

@@ -23,6 +23,7 @@ def export_run(run_dir: Path, report_path: Path, name: str, dest: Path, make_def
     trainer = Trainer.from_run(run_dir, data)
     card = trainer.config.card(name)
     card.temperature = float(report["temperature"])
+    card.test_time_flip = bool(report.get("test_time_flip", False))
     card.training = report.get("training", {})
     card.metrics = {
         key: {k: report[key][k] for k in HEADLINE if k in report[key]} | {"per_class": report[key].get("per_class")}

@@ -62,7 +62,8 @@ def markdown(report: dict) -> str:
     if report.get("model"):
         lines += [f"Model: `{report['model']}` (whole scans only)", ""]
     if "temperature" in report:
-        lines += [f"Temperature (fitted on validation): {report['temperature']:.3f}", "",
+        flip = " Each slice is classified as the mean of its logits and its left-right mirror's." if report.get("test_time_flip") else ""
+        lines += [f"Temperature (fitted on validation): {report['temperature']:.3f}.{flip}", "",
                   "| set | n | accuracy | macro F1 | Cohen's kappa | macro AUC (OvR) | ECE | ECE before scaling |",
                   "|---|---|---|---|---|---|---|---|"]
     for key, title in SECTIONS:

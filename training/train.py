@@ -501,19 +501,23 @@ def cpu_supports_bf16() -> bool:
 
 @torch.inference_mode()
 def predict_logits(model, images: torch.Tensor, indices: np.ndarray, spec: PreprocessSpec, device: torch.device,
-                   amp: bool = True, batch_size: int = 128) -> torch.Tensor:
-    """Return float32 CPU logits of the un-augmented images at the given indices."""
+                   amp: bool = True, batch_size: int = 128, flip_average: bool = False) -> torch.Tensor:
+    """Return float32 CPU logits of the un-augmented images at the given indices (flip_average: the mean over each
+    image and its left-right mirror, as a card with test_time_flip classifies)."""
     model.eval()
     outputs = []
     index = torch.from_numpy(np.asarray(indices)).to(images.device)
-    for start in range(0, len(index), batch_size):
-        batch = normalize_uint8(images[index[start:start + batch_size]], spec).to(device)
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
         if device.type == "cuda":
             batch = batch.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-                outputs.append(model(batch).float().cpu())
-        else:
-            outputs.append(model(batch).float().cpu())
+                return model(batch).float().cpu()
+        return model(batch).float().cpu()
+
+    for start in range(0, len(index), batch_size):
+        batch = normalize_uint8(images[index[start:start + batch_size]], spec).to(device)
+        outputs.append((forward(batch) + forward(batch.flip(-1))) / 2 if flip_average else forward(batch))
     return torch.cat(outputs) if outputs else torch.zeros((0, 4))
 
 
