@@ -272,7 +272,10 @@ class Classifier:
     @torch.inference_mode()
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
         """Return raw logits for a float input batch: the mean over the batch and its mirror where the card asks."""
-        logits = self._plain_logits(batch)
+        return self._with_mirror(self._plain_logits(batch), batch)
+
+    def _with_mirror(self, logits: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        """Return the batch's logits averaged with its left-right mirror's where the card asks, else as they are."""
         return (logits + self._plain_logits(batch.flip(-1))) / 2 if self.card.test_time_flip else logits
 
     def _plain_logits(self, batch: torch.Tensor) -> torch.Tensor:
@@ -300,9 +303,7 @@ class Classifier:
             statistics = stage_statistics(intermediates)
         if spec.input_statistics:
             statistics.append(image_statistics(batch))
-        if self.card.test_time_flip:
-            logits = (logits + self._plain_logits(batch.flip(-1))) / 2
-        return logits, statistics
+        return self._with_mirror(logits, batch), statistics
 
     def probabilities_from_logits(self, logits: torch.Tensor) -> np.ndarray:
         """Return temperature-scaled softmax probabilities as float64 numpy."""
