@@ -92,3 +92,15 @@ def test_a_run_with_tumour_paste_trains_resumes_the_same_and_refuses_what_it_can
         Trainer(TrainConfig(**config), old, tmp_path / "old")
     with pytest.raises(ValueError, match="cannot be combined"):
         Trainer(TrainConfig(**{**config, "mask_guidance": 1.0}), pack, tmp_path / "both")
+
+
+def test_paste_into_keeps_tumours_out_of_the_sources_it_does_not_name(pack, tmp_path):
+    config = dict(architecture="test_convnext", size=SPEC.size, epochs=1, batch_size=8, device="cpu", tumour_paste=0.5,
+                  source_weights="tcga-lgg:0.7,brats2013-hgg:0.3", holdout_institutions="")
+    every = Trainer(TrainConfig(**config), pack, tmp_path / "every").paste_pools.recipient.numpy()
+    only = Trainer(TrainConfig(**config, paste_into="brats2013-hgg"), pack, tmp_path / "only").paste_pools.recipient.numpy()
+    assert (pack.source[every] == "tcga-lgg").any() and (pack.source[every] == "brats2013-hgg").any()
+    assert only.any() and (pack.source[only] == "brats2013-hgg").all()
+    assert np.array_equal(only, every & (pack.source == "brats2013-hgg"))  # nothing else about the pools changes
+    with pytest.raises(ValueError, match="healthy-heads"):
+        Trainer(TrainConfig(**config, paste_into="brats2013-hgg,healthy-heads"), pack, tmp_path / "unknown")

@@ -62,6 +62,7 @@ class TrainConfig:
     mask_guidance: float = 0.0  # weight of the tumour-mask auxiliary loss (training.mask_guidance; 0: off)
     mask_guidance_map: str = "head"  # what predicts the mask: "head" (an auxiliary 1x1 conv) or "classifier" (its own head per cell)
     tumour_paste: float = 0.0  # share of no-tumour slices given a tumour cut from another (training.tumour_paste; 0: off)
+    paste_into: str = ""  # comma-separated sources whose no-tumour slices may receive a pasted tumour ("": every source)
     augment: AugmentConfig | None = None  # None: the default recipe (sequence contrast per sequence_augment)
 
     def __post_init__(self) -> None:
@@ -267,9 +268,16 @@ class Trainer:
             raise ValueError("tumour paste needs a pack with tumour masks; repack with this version of convnest pack")
         if self.guided:
             raise ValueError("tumour paste and mask guidance cannot be combined (pasted slices have no mask)")
+        may_receive = None
+        if self.config.paste_into:
+            names = {name.strip() for name in self.config.paste_into.split(",") if name.strip()}
+            unknown = names - set(self.data.source.tolist())
+            if unknown:
+                raise ValueError(f"paste_into names sources not in the pack: {', '.join(sorted(unknown))}")
+            may_receive = np.isin(self.data.source, sorted(names))
         self.paste_masks = torch.from_numpy(self.data.masks).to(self.device)
         return paste_pools(self.data.sequence, self.data.labels, self.data.masks, self.data.mask_known,
-                           self.split.train, GLIOMA, NOTUMOR)
+                           self.split.train, GLIOMA, NOTUMOR, may_receive)
 
     def _make_scheduler(self):
         """Return the cosine schedule with warm-up over the configured epochs, stepped per batch."""

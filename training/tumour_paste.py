@@ -35,8 +35,10 @@ class PastePools:
 
 
 def paste_pools(sequences: np.ndarray, labels: np.ndarray, masks: np.ndarray, mask_known: np.ndarray,
-                train: np.ndarray, tumour_label: int, no_tumour_label: int) -> PastePools:
-    """Return the donor and recipient pools among the training indices (sequences: the pack's per-image sequence)."""
+                train: np.ndarray, tumour_label: int, no_tumour_label: int,
+                may_receive: np.ndarray | None = None) -> PastePools:
+    """Return the donor and recipient pools among the training indices (sequences: the pack's per-image sequence;
+    may_receive: a bool per image, False where a slice must never be given a tumour, e.g. a healthy volunteer's)."""
     in_train = np.zeros(len(labels), bool)
     in_train[train] = True
     cells = (masks > 127).reshape(len(masks), -1).sum(axis=1)
@@ -45,6 +47,8 @@ def paste_pools(sequences: np.ndarray, labels: np.ndarray, masks: np.ndarray, ma
     donors = {name: torch.from_numpy(np.flatnonzero(usable & (sequences == name))) for name in names}
     code = np.array([names.index(s) if s in names else -1 for s in sequences])
     recipient = in_train & (labels == no_tumour_label) & (code >= 0)
+    if may_receive is not None:
+        recipient &= may_receive
     return PastePools(donors, torch.from_numpy(recipient), torch.from_numpy(code), names)
 
 
