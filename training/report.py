@@ -35,7 +35,7 @@ def write_report(report: dict, out_dir: Path, history: list[dict] | None = None,
 
         plot_curves(history, out_dir / "curves.png")
         (out_dir / "training_log.json").write_text(json.dumps(history, indent=1))
-    clean = _without_arrays(report)
+    clean = without_arrays(report)
     path = out_dir / "report.json"
     path.write_text(json.dumps(clean, indent=2))
     (out_dir / "report.md").write_text(markdown(clean))
@@ -240,9 +240,10 @@ def plot_reliability(section: dict, path: Path, bins: int = 15) -> None:
     plt.close(fig)
 
 
-def _without_arrays(value):
+def without_arrays(value):
+    """Return a report with its private ("_"-prefixed, array-holding) entries dropped, for JSON and markdown."""
     if isinstance(value, dict):
-        return {k: _without_arrays(v) for k, v in value.items() if not k.startswith("_")}
+        return {k: without_arrays(v) for k, v in value.items() if not k.startswith("_")}
     if isinstance(value, list):
-        return [_without_arrays(v) for v in value]
+        return [without_arrays(v) for v in value]
     return value

@@ -8,7 +8,7 @@ import torch
 
 from convnest_viewer.inference.classifier import Classifier
 from training.evaluate import evaluate
-from training.report import _without_arrays, markdown
+from training.report import without_arrays, markdown
 from training.data import PackedDataset
 from training.train import TrainSplit
 
@@ -22,7 +22,7 @@ if __name__ == "__main__":
     for flip in (False, True):
         report = evaluate(model, classifier.card.preprocessing, data, split.train, split.val, split.test,
                           torch.device("cpu"), test_time_flip=flip)
-        clean = _without_arrays(report)
+        clean = without_arrays(report)
         folder = OUT / ("flip" if flip else "plain")
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "report.json").write_text(json.dumps(clean, indent=2))
