@@ -15,7 +15,6 @@ from convnest_viewer.cli import main as cli_main
 from convnest_viewer.batch import classify_series
 from convnest_viewer.inference.card import ModelCardError
 from convnest_viewer.inference.classifier import Classifier, default_model_dir
-from convnest_viewer.inference.preprocess import to_uint8
 from convnest_viewer.inference.gate import (BLANK_REASON, OUT_OF_DOMAIN_REASON, MahalanobisScorer, StageMahalanobis,
                                            image_statistics, stage_statistics)
 from convnest_viewer.io import load_study
@@ -257,9 +256,6 @@ def test_label_maps_and_masks_opened_as_images_are_not_assessed_and_real_slices_
             reasons = [p.blank for p in prepared]
             assert not failed and all(reasons), path.name  # no slice of a label map reaches the model
             assert all(r == BLANK_REASON or r.startswith(label_reason) for r in reasons), path.name
-            for p in prepared:  # a slice whose labels show, however few, is named a label map, not blank
-                shows = float(to_uint8(p.values, p.window).std()) >= classifier.gate.spec.min_contrast
-                assert p.blank.startswith(label_reason) or not shows, (path.name, p.index, p.blank)
             labelled += sum(r.startswith(label_reason) for r in reasons)
     assert labelled >= 6 * 20  # each map has a tumour on 20+ slices; a blank rule alone would not say why
     outcomes = list(classify_series(classifier, load_study([maps[0]]).series[0]))

@@ -162,13 +162,11 @@ class Gate:
         """Return why an 8-bit windowed slice cannot be judged (blank, or a label map), or None if it shows something
         (`mask`: its head_mask, when the caller has it)."""
         contrast = float(cv2.meanStdDev(image_uint8)[1][0, 0]) if image_uint8.size else 0.0  # numpy's std, faster
-        if contrast < self.spec.min_contrast:
+        if contrast < self.spec.min_contrast or head_share(image_uint8, mask) < self.spec.min_head_share:
             return BLANK_REASON
         levels = int(np.count_nonzero(np.bincount(image_uint8.ravel(), minlength=256)))
-        if levels <= self.spec.max_label_levels:  # before the head rule: a small label is still a label map
+        if levels <= self.spec.max_label_levels:
             return LABEL_MAP_REASON.format(levels=levels)
-        if head_share(image_uint8, mask) < self.spec.min_head_share:
-            return BLANK_REASON
         return None
 
     def decide(self, image_reason: str | None, score: float | None) -> GateDecision:
