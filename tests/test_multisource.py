@@ -139,6 +139,20 @@ def test_balanced_sampling_gives_each_source_its_share_and_classes_equal_shares(
             assert weights[(sources == source) & (labels == label)].sum() == pytest.approx(share / len(classes))
 
 
+def test_a_malformed_source_weight_is_refused_before_the_pack_is_read(tmp_path, capsys):
+    from training import options
+    from training.cli import main
+
+    assert options.weights(" tcga-lgg:0.7, brats2013-hgg:0.3,") == {"tcga-lgg": 0.7, "brats2013-hgg": 0.3}
+    assert options.names("CS, HT,,CS") == ["CS", "HT"]
+    for bad in ("tcga-lgg", "tcga-lgg:many", "tcga-lgg:-1", "tcga-lgg:0.5,tcga-lgg:0.6"):
+        with pytest.raises(SystemExit) as stop:
+            main(["train", str(tmp_path / "missing.npz"), "--run", str(tmp_path / "run"), "--source-weights", bad])
+        assert stop.value.code == 2
+        assert "--source-weights" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 def test_app_and_training_inputs_are_identical_for_tcga_and_volume_slices(few_tcga):
     from training.data import record_image_and_mask
     from training.sources import list_healthy_volume

@@ -10,6 +10,8 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+from training import options
+
 
 def add_training_parsers(commands) -> None:
     """Register the training subcommands on an argparse subparsers object."""
@@ -45,7 +47,7 @@ def add_training_parsers(commands) -> None:
         if item.name == "augment":
             continue
         value = getattr(defaults, item.name)
-        kind = type(value)
+        kind = options.weights_argument if item.name == "source_weights" else type(value)
         if kind is bool:
             train.add_argument(f"--{item.name.replace('_', '-')}", type=lambda s: s.lower() in ("1", "true", "yes"), default=value)
         else:
@@ -277,7 +279,7 @@ def _run_scan_eval(args) -> int:
     from training.report import write_report
 
     classifier = Classifier(args.model, device=args.device)
-    institutions = {i.strip() for i in args.institutions.split(",") if i.strip()}
+    institutions = set(options.names(args.institutions))
     tcga_cases = []
     if args.tcga:
         with open(args.tcga / "cases.csv", newline="") as handle:
@@ -318,7 +320,7 @@ def _run_ablate(args) -> int:
 
     names = ("architecture", "size", "epochs", "epoch_images", "batch_size", "lr", "warmup_epochs", "seed", "device")
     base = TrainConfig(**{name: getattr(args, name) for name in names})
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()] or list(VARIANTS)
+    variants = options.names(args.variants) or list(VARIANTS)
     unknown = set(variants) - set(VARIANTS)
     if unknown:
         print(f"convnest ablate: unknown variant(s) {', '.join(sorted(unknown))}; known: {', '.join(VARIANTS)}", file=sys.stderr)
@@ -338,7 +340,7 @@ def _run_benchmark(args) -> int:
     names = ("epochs", "size", "batch_size", "lr", "weight_decay", "warmup_epochs", "label_smoothing", "drop_path",
              "ema_decay", "seed", "device", "source")
     config = TrainConfig(**{name: getattr(args, name) for name in names})
-    architectures = [a.strip() for a in args.architectures.split(",") if a.strip()]
+    architectures = options.names(args.architectures)
     run_benchmark(PackedDataset.load(args.data), args.out, architectures, args.folds, config,
                   max_images=args.max_images, profile=not args.no_profile)
     print((args.out / "benchmark.md").read_text())

@@ -16,6 +16,7 @@ import numpy as np
 
 from convnest_viewer.inference.card import SliceContextSpec, load_card
 from convnest_viewer.inference.context import in_context
+from training import options
 
 WIDTHS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0)  # candidate Gaussian widths, in slices
 TOLERANCE = 0.005  # the narrowest width within this of the best mean ROC AUC is chosen
@@ -27,7 +28,7 @@ def validation_cases(tcga_root: Path, run_config: Path) -> list[Path]:
     from training.train import _patient_split
 
     config = json.loads(Path(run_config).read_text())
-    held_out = {s.strip() for s in config.get("holdout_institutions", "CS").split(",") if s.strip()}
+    held_out = set(options.names(config.get("holdout_institutions", "CS")))
     with open(Path(tcga_root) / "cases.csv", newline="") as handle:
         names = np.array([row["case"] for row in csv.DictReader(handle) if row["institution"] not in held_out])
     _, validation = _patient_split(names, np.arange(len(names)), config["val_fraction"], config["seed"])

@@ -9,6 +9,7 @@ import numpy as np
 
 from convnest_viewer.inference.card import load_card
 from convnest_viewer.inference.heatmap import BASELINE, BASELINE_NAME, METHOD_NAMES, METHODS
+from training import options
 from training.explain_eval import NO_CHANGE_SPEARMAN, MaskedSlice, best_method, slice_maps
 
 TARGET_GROUP = "tcga-lgg flair"  # the targets: held-out tcga-lgg FLAIR tumour slices
@@ -129,7 +130,7 @@ def run_explain_eval(args) -> int:
     from convnest_viewer.inference.classifier import Classifier
     from training.explain_eval import evaluate_heatmaps, tcga_tumour_slices, volume_tumour_slices
 
-    methods = tuple(m.strip() for m in getattr(args, "methods", "").split(",") if m.strip()) or METHODS
+    methods = tuple(options.names(getattr(args, "methods", ""))) or METHODS
     unknown = [m for m in methods if m not in METHODS]
     if unknown or (args.write_card and set(methods) != set(METHODS)):
         problem = (f"unknown method {', '.join(unknown)} (choose from {', '.join(METHODS)})" if unknown
@@ -137,8 +138,8 @@ def run_explain_eval(args) -> int:
         print(f"explain-eval: {problem}", file=sys.stderr)
         return 2
     classifier = Classifier(args.model, device=args.device)
-    institutions = {i.strip() for i in args.institutions.split(",") if i.strip()}
-    sequences = frozenset(s.strip().lower() for s in getattr(args, "sequences", "").split(",") if s.strip())
+    institutions = set(options.names(args.institutions))
+    sequences = frozenset(s.lower() for s in options.names(getattr(args, "sequences", "")))
     slices = tcga_tumour_slices(args.tcga, institutions, args.max_slices, sequences) if args.tcga else []
     slices += volume_tumour_slices(sorted(args.volumes), args.max_slices, sequences)
     if not slices:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from convnest_viewer.inference.card import ModelCard, PreprocessSpec, default_classes
 from convnest_viewer.inference.factory import create_classifier
 from convnest_viewer.inference.preprocess import normalize_uint8
+from training import options
 from training.augment import AugmentConfig, augment
 from training.data import THUMB_SIZE, PackedDataset
 from training.dedup import NEAR_DUPLICATE, duplicate_groups, near_duplicate_pairs
@@ -78,8 +79,7 @@ class TrainConfig:
 
     def weights_of_sources(self) -> dict[str, float]:
         """Return the share of each epoch drawn from each source."""
-        pairs = [item.split(":") for item in self.source_weights.split(",") if item.strip()]
-        return {name.strip(): float(weight) for name, weight in pairs}
+        return options.weights(self.source_weights)
 
     @classmethod
     def from_dict(cls, raw: dict) -> "TrainConfig":
@@ -122,8 +122,8 @@ def make_split(data: PackedDataset, config: TrainConfig) -> TrainSplit:
     Sources not in config.train_sources lose their training part (their held-out parts stay for evaluation).
     """
     parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
-    wanted = {s.strip() for s in config.train_sources.split(",") if s.strip()}
-    held_out = {s.strip() for s in config.holdout_institutions.split(",") if s.strip()}
+    wanted = set(options.names(config.train_sources))
+    held_out = set(options.names(config.holdout_institutions))
     for source in np.unique(data.source):
         indices = np.flatnonzero(data.source == source)
         if source == config.source:
@@ -270,7 +270,7 @@ class Trainer:
             raise ValueError("tumour paste and mask guidance cannot be combined (pasted slices have no mask)")
         may_receive = None
         if self.config.paste_into:
-            names = {name.strip() for name in self.config.paste_into.split(",") if name.strip()}
+            names = set(options.names(self.config.paste_into))
             unknown = names - set(self.data.source.tolist())
             if unknown:
                 raise ValueError(f"paste_into names sources not in the pack: {', '.join(sorted(unknown))}")
