@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
@@ -12,6 +12,7 @@ import numpy as np
 from convnest_viewer.inference.context import context_reach, in_context
 from convnest_viewer.inference.head_edge import at_head_edge, head_edge_reason, largest_assessed_section
 from convnest_viewer.inference.heatmap import Heatmap
+from convnest_viewer.inference.reasons import KINDS, LABEL_MAP, reason_kind
 
 if TYPE_CHECKING:
     from convnest_viewer.inference.card import ModelCard
@@ -193,8 +194,11 @@ class ResultStore:
                        class_ids: Sequence[str], no_finding: str) -> "SeriesSummary":
         """Return a volume's summary from the stored results, counting only the slices the gate assessed."""
         table = self.series_probabilities(model_id, series_key, volume, n_slices, len(class_ids))
-        return summarize(table, class_ids, no_finding, self.failed_count(model_id, series_key, volume),
-                         self.not_assessed_mask(model_id, series_key, volume, n_slices))
+        withheld = {i: reason for (_, i), reason in self.not_assessed(model_id, series_key, volume).items() if i < n_slices}
+        mask = np.zeros(n_slices, bool)
+        mask[list(withheld)] = True
+        return summarize(table, class_ids, no_finding, self.failed_count(model_id, series_key, volume), mask,
+                         list(withheld.values()))
 
     def not_assessed_mask(self, model_id: str, series_key: str, volume: int, n_slices: int) -> np.ndarray:
         """Return a boolean (n_slices,) mask of a volume's slices the gate withheld."""
@@ -269,6 +273,22 @@ class SeriesSummary:
     failed: int = 0  # slices that could not be classified (unreadable pixels, model error)
     not_assessed: int = 0  # slices the model's gate withheld (blank, unlike its training data)
     no_finding: str = ""  # the id of the model's "nothing found" class
+    withheld_kinds: dict[str, int] = field(default_factory=dict)  # not-assessed slices per kind of reason (if known)
+
+    @property
+    def looks_like_label_map(self) -> bool:
+        """Return whether more of the volume's slices were withheld as label maps or masks than were assessed."""
+        return self.withheld_kinds.get(LABEL_MAP, 0) > self.classified
+
+    def _withheld_words(self) -> str:
+        """Return the sentence's part on withheld slices: how many, and why (by kind when known)."""
+        if not self.not_assessed:
+            return ""
+        kinds = ", ".join(f"{self.withheld_kinds[kind]} {kind}" for kind in KINDS if self.withheld_kinds.get(kind))
+        if not kinds:
+            kinds = "(blank, a label map, at the edge of the head, or unlike the training slices)"
+            return f" {self.not_assessed} slice(s) not assessed {kinds}."
+        return f" {self.not_assessed} slice(s) not assessed: {kinds}."
 
     @property
     def pending(self) -> bool:
@@ -277,12 +297,12 @@ class SeriesSummary:
 
     def sentence(self, display_names: dict[str, str]) -> str:
         """Return a one-line summary for people."""
-        unreadable = f" {self.failed} slice(s) could not be read." if self.failed else ""
-        if self.not_assessed:
-            unreadable += f" {self.not_assessed} slice(s) not assessed (blank, a label map, at the edge of the head, or unlike the training slices)."
+        unreadable = (f" {self.failed} slice(s) could not be read." if self.failed else "") + self._withheld_words()
+        if self.looks_like_label_map:
+            unreadable = " This series looks like a label map or mask, not an MR image." + unreadable
         if self.classified == 0:
             if self.pending:
-                return "Not classified yet." + unreadable
+                return ("No slice assessed so far." if self.not_assessed else "Not classified yet.") + unreadable
             return ("No slice assessed." if self.not_assessed else "No slice could be classified.") + unreadable
         prefix = f"{self.classified}/{self.total} slices so far: " if self.pending else ""
         if self.finding is None:
@@ -298,6 +318,8 @@ class SeriesSummary:
         if self.classified == 0:
             if self.pending:
                 return "not classified yet" + unreadable
+            if self.looks_like_label_map:
+                return "a label map or mask: not assessed" + unreadable
             return ("no slice assessed" if self.not_assessed else "no slice readable") + unreadable
         done = f" ({self.classified}/{self.total} so far)" if self.pending else ""
         if self.finding is None:
@@ -308,10 +330,10 @@ class SeriesSummary:
 
 
 def summarize(probabilities: np.ndarray, class_ids: Sequence[str], no_finding: str, failed: int = 0,
-              not_assessed: np.ndarray | None = None) -> SeriesSummary:
+              not_assessed: np.ndarray | None = None, reasons: Sequence[str] = ()) -> SeriesSummary:
     """Summarise a volume's (n_slices, n_classes) probabilities (NaN rows: not classified yet or failed),
-    counting only the slices the gate assessed (`not_assessed`: a boolean mask of those it withheld);
-    no_finding is the id of the model's "nothing found" class."""
+    counting only the slices the gate assessed (`not_assessed`: a boolean mask of those it withheld, `reasons`:
+    the gate's reasons for them, when known); no_finding is the id of the model's "nothing found" class."""
     withheld = np.zeros(len(probabilities), bool) if not_assessed is None else np.asarray(not_assessed, bool)
     done = ~np.isnan(probabilities).any(axis=1) & ~withheld
     rows = np.flatnonzero(done)
@@ -327,5 +349,8 @@ def summarize(probabilities: np.ndarray, class_ids: Sequence[str], no_finding: s
     key_slices = sorted({peak[c][0] for c in tumour_classes})
     if not key_slices and no_finding in peak:
         key_slices = [peak[no_finding][0]]
+    kinds: dict[str, int] = {}
+    for reason in reasons:
+        kinds[reason_kind(reason)] = kinds.get(reason_kind(reason), 0) + 1
     return SeriesSummary(int(done.sum()), len(probabilities), counts, peak, finding, key_slices, failed,
-                         int(withheld.sum()), no_finding)
+                         int(withheld.sum()), no_finding, kinds)

@@ -179,6 +179,9 @@ def test_a_summary_counts_only_the_slices_the_gate_assessed():
     assert (summary.classified, summary.not_assessed, summary.finding, summary.pending) == (2, 1, None, False)
     assert summary.sentence({}) == ("no tumour class predicted on any of 2 slices. "
                                     "1 slice(s) not assessed (blank, a label map, at the edge of the head, or unlike the training slices).")
+    told = summarize(table, ["glioma", "meningioma", "notumor", "pituitary"], "notumor", 0, np.array([True, False, False]),
+                     [OUT_OF_DOMAIN_REASON])
+    assert told.sentence({}).endswith(" 1 slice(s) not assessed: 1 unlike the training slices.")
 
 
 def test_slices_at_the_edge_of_the_head_in_a_series_are_not_assessed_and_the_app_and_evaluation_agree(classifier, capsys):
@@ -207,6 +210,8 @@ def test_slices_at_the_edge_of_the_head_in_a_series_are_not_assessed_and_the_app
     withheld = store.not_assessed("m", mprage.key)
     assert {i for (_, i), r in withheld.items() if r.startswith("at the edge of the head")} == set(np.flatnonzero(edge))
     assert np.array_equal(series_assessed(outcomes), ~store.not_assessed_mask("m", mprage.key, 0, mprage.n_slices))
+    summary = store.series_summary("m", mprage.key, 0, mprage.n_slices, classifier.class_ids, "notumor")
+    assert f"{int(edge.sum())} at the edge of the head" in summary.sentence({}) and not summary.looks_like_label_map
     index = int(np.flatnonzero(edge)[0])
     assert f"head section {shares[index] / shares[per_slice].max():.0%} of the series' largest, under the 40%" in store.not_assessed_reason(
         "m", mprage.key, 0, index)
@@ -242,7 +247,9 @@ def test_the_series_rule_measures_against_assessed_slices_only_and_spares_single
 
 
 def test_label_maps_and_masks_opened_as_images_are_not_assessed_and_real_slices_never_look_like_one(classifier):
+    from convnest_viewer.batch import store_outcome
     from convnest_viewer.inference.gate import LABEL_MAP_REASON
+    from convnest_viewer.results import ResultStore
     from convnest_viewer.verdict import series_verdict
 
     label_reason = LABEL_MAP_REASON.split("{")[0]
@@ -262,6 +269,14 @@ def test_label_maps_and_masks_opened_as_images_are_not_assessed_and_real_slices_
     withheld = np.array([not o.decision.assessed for o in outcomes])
     verdict = series_verdict(np.array([o.probabilities for o in outcomes]), classifier.class_ids, "notumor", withheld)
     assert withheld.all() and verdict.label == "not assessed", verdict
+    store = ResultStore()
+    for outcome in outcomes:
+        store_outcome(store, "m", "map", outcome)
+    summary = store.series_summary("m", "map", 0, len(outcomes), classifier.class_ids, "notumor")
+    labels = sum(not o.decision.assessed and o.decision.reason.startswith(label_reason) for o in outcomes)
+    assert summary.looks_like_label_map and labels >= 20
+    assert summary.sentence({}).startswith("No slice assessed. This series looks like a label map or mask, not an MR image.")
+    assert f"{labels} a label map or mask" in summary.sentence({}) and summary.short({}).startswith("a label map or mask")
     real = [p for case in brats for p in sorted(case.glob("*_subtrMeanDivStd.nii*"))]
     real += [DICOM / "sagittal-mprage", *sorted((NIFTI / "healthy-volunteer").glob("*.nii*"))]
     for path in real:

@@ -23,10 +23,7 @@ import torch
 
 from convnest_viewer.inference.card import GateSpec, ModelCardError
 from convnest_viewer.inference.foreground import head_share
-
-BLANK_REASON = "blank or nearly empty slice"
-OUT_OF_DOMAIN_REASON = "unlike the brain MRI slices the model was trained on"
-LABEL_MAP_REASON = "a label map or mask ({levels} grey levels), not an MR image"
+from convnest_viewer.inference.reasons import BLANK_REASON, LABEL_MAP_REASON, OUT_OF_DOMAIN_REASON
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-HEAD_EDGE_REASON = ("at the edge of the head: head section {share:.0%} of the series' largest, "
-                    "under the {fraction:.0%} the model was trained on")
+from convnest_viewer.inference.reasons import HEAD_EDGE_REASON
 
 
 def largest_assessed_section(head_shares: np.ndarray, assessed: np.ndarray) -> float:

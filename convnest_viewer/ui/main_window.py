@@ -354,7 +354,7 @@ class MainWindow(StudyOpeningMixin, DialogsMixin, OverlayMixin, QMainWindow):
             return
         n_slices, key, volume = state.series.n_slices, state.series.key, state.volume
         table = self.store.series_probabilities(state.model_id, key, volume, n_slices, len(state.class_ids))
-        withheld = self.store.not_assessed_mask(state.model_id, key, volume, n_slices)
+        withheld = {i: r for (_, i), r in self.store.not_assessed(state.model_id, key, volume).items() if i < n_slices}
         verdict = self.store.series_verdict(state.model_id, state.series, state.model.card, volume)
         self.panel.show_series(table, state.index, self.store.failed_count(state.model_id, key, volume), withheld, verdict)
 

@@ -185,13 +185,15 @@ class ProbabilityPanel(QWidget):
             label.setText(("▶ " if index == predicted else "") + self.display_names.get(self.class_ids[index], self.class_ids[index]))
 
     def show_series(self, table: np.ndarray, current_index: int, failed: int = 0,
-                    not_assessed: np.ndarray | None = None, verdict=None) -> None:
+                    not_assessed: dict[int, str] | None = None, verdict=None) -> None:
         """Plot each class's probability over the slices the model assessed (grey bands where its gate withheld
-        the answer; NaN rows: pending or failed) and summarise: the series' verdict (a SeriesVerdict) once it has
-        one, then what the single slices were called."""
+        the answer, not_assessed: {slice index: the gate's reason}; NaN rows: pending or failed) and summarise: the
+        series' verdict (a SeriesVerdict) once it has one, then what the single slices were called and why some
+        were not assessed."""
         self._n_slices = len(table)
         x = np.arange(1, len(table) + 1)
-        withheld = np.zeros(len(table), bool) if not_assessed is None else np.asarray(not_assessed, bool)
+        withheld = np.zeros(len(table), bool)
+        withheld[[i for i in (not_assessed or {}) if i < len(table)]] = True
         for index, curve in enumerate(self._curves):
             column = table[:, index] if len(table) else np.zeros(0)
             done = ~np.isnan(column) & ~withheld  # no class where the gate withheld the answer
@@ -201,7 +203,7 @@ class ProbabilityPanel(QWidget):
         self.withheld.setOpts(x=x[withheld], height=np.ones(int(withheld.sum())), width=1.0)
         self.set_slice_count(len(table))
         self.set_current(current_index)
-        self.summary.setText(self._summary_html(table, failed, withheld, verdict))
+        self.summary.setText(self._summary_html(table, failed, withheld, verdict, list((not_assessed or {}).values())))
 
     def set_study_summary(self, html: str) -> None:
         """Show the findings of every classified series of the study."""
@@ -216,10 +218,10 @@ class ProbabilityPanel(QWidget):
         """Move the strip plot's marker to a slice."""
         self.cursor.setValue(index + 1)
 
-    def _summary_html(self, table: np.ndarray, failed: int, withheld: np.ndarray, verdict=None) -> str:
+    def _summary_html(self, table: np.ndarray, failed: int, withheld: np.ndarray, verdict=None, reasons=()) -> str:
         if not len(table) or not self.class_ids:
             return ""
-        summary = summarize(table, self.class_ids, self.no_finding, failed, withheld)
+        summary = summarize(table, self.class_ids, self.no_finding, failed, withheld, reasons)
         counts = ", ".join(f"{self.display_names[c]}: {n}" for c, n in summary.counts.items() if n)
         if verdict is None or verdict.label == "pending":
             text = f"<b>Series:</b> {summary.sentence(self.display_names)}"
