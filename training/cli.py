@@ -1,6 +1,5 @@
-"""Training commands: pack, audit, train, evaluate, scan-eval, gate-fit, explain-eval, context-fit, ablate, benchmark, export,
-carry-pack, carry-back, import-run
-(also `python -m training`)."""
+"""Training commands: pack, audit, train, evaluate, scan-eval, compare, gate-fit, explain-eval, context-fit, ablate,
+benchmark, export, carry-pack, carry-back, import-run (also `python -m training`)."""
 
 from __future__ import annotations
 
@@ -16,6 +15,7 @@ from training import options
 def add_training_parsers(commands) -> None:
     """Register the training subcommands on an argparse subparsers object."""
     from training.benchmark import DEFAULT_ARCHITECTURES
+    from training.compare import add_compare_parser
     from training.context_fit import run_context_fit
     from training.train import TrainConfig
 
@@ -76,6 +76,7 @@ def add_training_parsers(commands) -> None:
     scans.add_argument("--device", default="auto")
     scans.add_argument("--write-card", action="store_true", help="store the figures in the model's card (--model)")
     scans.set_defaults(handler=_run_scan_eval)
+    add_compare_parser(commands)
 
     gate = commands.add_parser("gate-fit", help="fit and evaluate a model's gate (which slices it should not answer)")
     gate.add_argument("data", type=Path, help="the packed .npz the model's run trained on")

@@ -29,7 +29,10 @@ def write_report(report: dict, out_dir: Path, history: list[dict] | None = None,
         plot_reliability(report["official_test"], out_dir / "reliability_official_test.png")
     scans = [scan for key in ("tcga_lgg_held_out", "volumes_held_out", "healthy") for scan in report.get(key, {}).get("_scans", [])]
     if scans:
+        from training.compare import SCANS_FILE, save_scans
+
         plot_slice_profiles(scans, out_dir / "slice_profiles.png")
+        save_scans(scans, out_dir / SCANS_FILE)  # per-slice results: `convnest compare` reads them
     if history:
         from training.train import plot_curves
 
