@@ -79,3 +79,25 @@ def test_paired_bootstrap_of_a_constant_difference_is_that_difference():
     low, high, ahead = paired_bootstrap(["p1", "p2", "p3"],
                                         lambda chosen, model: float(np.mean([values[model][c] for c in chosen])), 500)
     assert low == pytest.approx(0.1) and high == pytest.approx(0.1) and ahead == 1.0
+
+
+def test_the_bundled_models_saved_scans_give_the_figures_of_its_scans_report():
+    """scans.json beside the bundled model's scans report is what `convnest compare` reads: it must be that run's."""
+    import json
+
+    from convnest_viewer.inference.card import load_card
+    from tests.paths import REPO
+    from training.compare import load_scans
+    from training.volume_eval import summarise_healthy, summarise_tumour_scans
+
+    folder = REPO / "training" / "reports" / load_card(default_model_dir()).name / "scans"
+    report, scans = json.loads((folder / "report.json").read_text()), load_scans(folder)
+    for key, source in (("tcga_lgg_held_out", "tcga-lgg"), ("volumes_held_out", "brats2013-hgg")):
+        figures = summarise_tumour_scans([s for s in scans if s.source == source])
+        for sequence, row in report[key]["per_sequence"].items():
+            for rows in ("labelled", "all_slices"):
+                for measure in ("sensitivity", "specificity", "roc_auc"):
+                    assert figures[sequence][rows][measure] == pytest.approx(row[rows][measure], abs=2e-3), (key, sequence)
+    healthy = summarise_healthy([s for s in scans if s.source == "healthy"])
+    assert {k: v["predicted_counts"] for k, v in healthy.items()} == {
+        k: v["predicted_counts"] for k, v in report["healthy"]["per_scan"].items()}

@@ -113,11 +113,13 @@ def compare_markdown(scans_a: list[ScanResult], scans_b: list[ScanResult], name_
     lines = [f"A: {name_a}; B: {name_b}. Paired bootstrap: {resamples:,} resamples of the cases (patients for "
              "tcga-lgg), both models on the same resample.", "",
              "| figure | A | B | A - B | 95% interval | resamples with A ahead |", "|---|---|---|---|---|---|"]
-    for source, label, rows, measure in (("tcga-lgg", "tcga-lgg held out: tumour-slice ROC AUC", "labelled", "roc_auc"),
-                                         (None, "label volumes: tumour slices read a tumour class", "all_slices",
-                                          "sensitivity")):
-        pick = (lambda s: s.source == source) if source else (lambda s: s.source not in ("tcga-lgg", "healthy"))
-        chosen = {"A": [s for s in scans_a if pick(s) and s.held_out], "B": [s for s in scans_b if pick(s) and s.held_out]}
+    sources = sorted({s.source for s in scans_a} & {s.source for s in scans_b} - {"healthy"},
+                     key=lambda source: (source != "tcga-lgg", source))
+    for source in sources:  # the targets: tcga-lgg ranking on the packing rule's labels, label volumes' sensitivity
+        label, rows, measure = ((f"{source} held out: tumour-slice ROC AUC", "labelled", "roc_auc") if source == "tcga-lgg"
+                                else (f"{source} held out: tumour slices read a tumour class", "all_slices", "sensitivity"))
+        chosen = {model: [s for s in scans if s.source == source and s.held_out]
+                  for model, scans in (("A", scans_a), ("B", scans_b))}
         lines += _tumour_rows(label, chosen, rows, measure, resamples)
     healthy = {model: summarise_healthy([s for s in scans if s.source == "healthy"])
                for model, scans in (("A", scans_a), ("B", scans_b))}
