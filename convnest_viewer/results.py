@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
@@ -285,10 +285,8 @@ class SeriesSummary:
         if not self.not_assessed:
             return ""
         kinds = ", ".join(f"{self.withheld_kinds[kind]} {kind}" for kind in KINDS if self.withheld_kinds.get(kind))
-        if not kinds:
-            kinds = "(blank, a label map, at the edge of the head, or unlike the training slices)"
-            return f" {self.not_assessed} slice(s) not assessed {kinds}."
-        return f" {self.not_assessed} slice(s) not assessed: {kinds}."
+        why = f": {kinds}" if kinds else " (blank, a label map, at the edge of the head, or unlike the training slices)"
+        return f" {self.not_assessed} slice(s) not assessed{why}."
 
     @property
     def pending(self) -> bool:
@@ -349,8 +347,5 @@ def summarize(probabilities: np.ndarray, class_ids: Sequence[str], no_finding: s
     key_slices = sorted({peak[c][0] for c in tumour_classes})
     if not key_slices and no_finding in peak:
         key_slices = [peak[no_finding][0]]
-    kinds: dict[str, int] = {}
-    for reason in reasons:
-        kinds[reason_kind(reason)] = kinds.get(reason_kind(reason), 0) + 1
     return SeriesSummary(int(done.sum()), len(probabilities), counts, peak, finding, key_slices, failed,
-                         int(withheld.sum()), no_finding, kinds)
+                         int(withheld.sum()), no_finding, dict(Counter(reason_kind(reason) for reason in reasons)))
