@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
-from training.volume_eval import ScanResult, summarise_healthy, tumour_metrics
+if TYPE_CHECKING:  # the module is imported to register its command, where the viewer's libraries may be missing
+    from training.volume_eval import ScanResult
 
 SCANS_FILE = "scans.json"
 ARRAYS = ("probabilities", "tumour", "labelled", "brain", "assessed")
@@ -36,6 +37,8 @@ def save_scans(scans: Sequence[ScanResult], path: Path) -> Path:
 
 def load_scans(path: Path) -> list[ScanResult]:
     """Read scans written by save_scans (a folder means its scans.json)."""
+    from training.volume_eval import ScanResult
+
     path = Path(path)
     if path.is_dir():
         path = path / SCANS_FILE
@@ -74,6 +77,8 @@ def _tumour_figure(scans: Sequence[ScanResult], sequence: str, chosen: Sequence[
                    measure: str) -> float | None:
     """Return one per-sequence figure of summarise_tumour_scans (rows "labelled": the packing rule's labels,
     "all_slices": any tumour in the mask) over the chosen cases, a case drawn twice counting twice."""
+    from training.volume_eval import tumour_metrics
+
     by_case = {scan.case: scan for scan in scans if scan.sequence == sequence}
     picked = [by_case[case] for case in chosen if case in by_case]
     if not picked:
@@ -110,6 +115,8 @@ def _tumour_rows(label: str, scans: dict[str, list[ScanResult]], rows: str, meas
 def compare_markdown(scans_a: list[ScanResult], scans_b: list[ScanResult], name_a: str, name_b: str,
                      resamples: int = 2000) -> str:
     """Return a Markdown table of every target figure for models A and B, A - B, and paired bootstrap intervals."""
+    from training.volume_eval import summarise_healthy
+
     lines = [f"A: {name_a}; B: {name_b}. Paired bootstrap: {resamples:,} resamples of the cases (patients for "
              "tcga-lgg), both models on the same resample.", "",
              "| figure | A | B | A - B | 95% interval | resamples with A ahead |", "|---|---|---|---|---|---|"]
