@@ -79,15 +79,15 @@ def _blend(recipient: torch.Tensor, donor: torch.Tensor, mask: torch.Tensor, siz
     """Return the recipient (uint8 S x S) with the donor's masked tumour moved onto a random pixel inside the head,
     or None where it cannot hold one (too little head, or the tumour would fall mostly outside it)."""
     device = recipient.device
+    head = recipient > HEAD_LEVEL
+    if float(head.float().mean()) < MIN_HEAD_SHARE:  # before any draw: a refused slice leaves the generator alone
+        return None
     alpha = F.interpolate(mask[None, None].float() / 255.0, size=(size, size), mode="bilinear", align_corners=False)
     sigma = 2.5 * size / 224  # 2.5 px at 224: soft edges, about one packed mask cell
     alpha = _feather(alpha, sigma)[0, 0]
     donor = donor.float()
     if float(torch.rand(1, generator=generator, device=device)) < 0.5:
         donor, alpha = donor.flip(-1), alpha.flip(-1)
-    head = recipient > HEAD_LEVEL
-    if float(head.float().mean()) < MIN_HEAD_SHARE:
-        return None
     square = round(INTERIOR * size) | 1
     outside = F.max_pool2d(-head[None, None].float(), (1, square), stride=1, padding=(0, square // 2))
     interior = -F.max_pool2d(outside, (square, 1), stride=1, padding=(square // 2, 0))[0, 0]  # a square, separably
