@@ -17,6 +17,7 @@ from convnest_viewer.io.model import FileNote, LoadResult, Series, Skipped
 from convnest_viewer.io.native_output import caught_warnings
 from convnest_viewer.io.nifti import is_nifti, read_nifti_series
 from convnest_viewer.io.raster import is_raster, read_raster_series
+from convnest_viewer.io.raster_stack import stack_raster_series
 from convnest_viewer.io.stacking import stack_volumes
 from convnest_viewer.io.window import Window
 from convnest_viewer.privacy import remember_patient
@@ -74,7 +75,7 @@ def load_study(
             progress(done + 1, len(files))
     dicom_series, duplicates = build_dicom_series(records)
     skipped.extend(duplicates)
-    ordered = sorted(dicom_series + other_series, key=lambda pair: pair[0])
+    ordered = sorted(dicom_series + stack_raster_series(other_series), key=lambda pair: pair[0])
     result = LoadResult(series=[series for _, series in ordered], skipped=skipped, notes=notes)
     log.info("loaded %d series from %d files; %d skipped, %d notes", len(result.series), len(files),
              len(skipped), len(notes))
