@@ -178,6 +178,18 @@ def test_heatmap_toggle_sets_an_overlay_with_the_slice_shape(qtbot, window, meth
     assert not window.view.overlay.isVisible()
 
 
+def test_self_test_makes_a_heatmap_when_that_heatmap_is_already_shown(qtbot, window):
+    from convnest_viewer.ui.self_test import _heatmap
+
+    result = _open(qtbot, window, DICOM / "ge-epi-4d")
+    _wait_classified(qtbot, window, result.series[0])
+    with qtbot.waitSignal(window.overlayShown, timeout=TIMEOUT_MS, check_params_cb=lambda key: key is not None):
+        window.state.set_overlay_mode("gradcam")  # as the settings restore it for a user who last looked at Grad-CAM
+    qtbot.wait(500)  # nothing left to classify: no further refresh shows the map again
+    summary = _heatmap(window, "gradcam", time.monotonic() + 30)
+    assert summary["shape"] == [window.state.series.rows, window.state.series.columns]
+
+
 def test_scrolling_past_slices_asks_for_a_heatmap_only_where_the_user_stops(qtbot, window, monkeypatch):
     result = _open(qtbot, window, DICOM / "ge-epi-4d")
     _wait_classified(qtbot, window, result.series[0])

@@ -120,6 +120,7 @@ def _classify_series(window, series, deadline: float) -> dict:
 def _heatmap(window, method: str, deadline: float) -> dict:
     shown = []
     window.overlayShown.connect(lambda key: shown.append(key) if key is not None and key.method == method else None)
+    window.state.set_overlay_mode("none")  # the mode the settings restored may already be this one: no change, no signal
     window.state.set_overlay_mode(method)
     wait_until(lambda: bool(shown), deadline, f"the {method} overlay")
     heatmap = window.view.heatmap
