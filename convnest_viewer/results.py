@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter, OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
@@ -12,7 +12,7 @@ import numpy as np
 from convnest_viewer.inference.context import context_reach, in_context
 from convnest_viewer.inference.head_edge import at_head_edge, head_edge_reason, largest_assessed_section
 from convnest_viewer.inference.heatmap import Heatmap
-from convnest_viewer.inference.reasons import KINDS, LABEL_MAP, reason_kind
+from convnest_viewer.inference.reasons import KINDS, LABEL_MAP, LABEL_MAP_SERIES, reason_kind
 
 if TYPE_CHECKING:
     from convnest_viewer.inference.card import ModelCard
@@ -231,6 +231,9 @@ class ResultStore:
         left_out = self.left_out_mask(model_id, series.key, volume, n_slices)
         verdict = series_verdict(table, card.class_ids, card.no_finding_id, left_out, series.contrast,
                                  card.trained_contrasts)
+        if verdict.label == "not assessed" and self.series_summary(
+                model_id, series.key, volume, n_slices, card.class_ids, card.no_finding_id).looks_like_label_map:
+            verdict = replace(verdict, note=LABEL_MAP_SERIES)
         with self._lock:
             self._verdicts[(model_id, series.key, volume)] = (changes, verdict)
         return verdict
@@ -297,7 +300,7 @@ class SeriesSummary:
         """Return a one-line summary for people."""
         unreadable = (f" {self.failed} slice(s) could not be read." if self.failed else "") + self._withheld_words()
         if self.looks_like_label_map:
-            unreadable = " This series looks like a label map or mask, not an MR image." + unreadable
+            unreadable = f" This series looks like {LABEL_MAP_SERIES}." + unreadable
         if self.classified == 0:
             if self.pending:
                 return ("No slice assessed so far." if self.not_assessed else "Not classified yet.") + unreadable

@@ -49,12 +49,15 @@ class SeriesVerdict:
     total: int = 0
     confidence: float | None = None  # tumour: the finding's; no tumour and equivocal: mean no-finding probability
     called_tumour: int = 0  # assessed slices called a tumour class
+    note: str = ""  # not assessed: what the series is, when the gate's reasons say (a label map or mask)
 
     def text(self, display_names: dict[str, str]) -> str:
         """Return the verdict in a few words, e.g. "Glioma on slices 12-20 (87%)"."""
         if self.label == "pending":
             return "not classified yet"
         if self.label == "not assessed":
+            if self.note:
+                return f"not assessed: {self.note}"
             if self.assessed == self.total:  # a single image or a very short series: nothing was withheld
                 return f"no series verdict: {self.total} slice(s), a verdict needs {MIN_ASSESSED} (see the slice's result)"
             return f"not assessed: {self.assessed} of {self.total} slices assessed, a verdict needs {MIN_ASSESSED}"

@@ -277,6 +277,11 @@ def test_label_maps_and_masks_opened_as_images_are_not_assessed_and_real_slices_
     assert summary.looks_like_label_map and labels >= 20
     assert summary.sentence({}).startswith("No slice assessed. This series looks like a label map or mask, not an MR image.")
     assert f"{labels} a label map or mask" in summary.sentence({}) and summary.short({}).startswith("a label map or mask")
+    map_series = load_study([maps[0]]).series[0]
+    for outcome in outcomes:
+        store_outcome(store, "m", map_series.key, outcome)
+    verdict = store.series_verdict("m", map_series, classifier.card)  # the words the series list and study show
+    assert verdict.label == "not assessed" and verdict.text({}) == "not assessed: a label map or mask, not an MR image"
     real = [p for case in brats for p in sorted(case.glob("*_subtrMeanDivStd.nii*"))]
     real += [DICOM / "sagittal-mprage", *sorted((NIFTI / "healthy-volunteer").glob("*.nii*"))]
     for path in real:

@@ -5,6 +5,7 @@ from __future__ import annotations
 BLANK_REASON = "blank or nearly empty slice"
 OUT_OF_DOMAIN_REASON = "unlike the brain MRI slices the model was trained on"
 LABEL_MAP_REASON = "a label map or mask ({levels} grey levels), not an MR image"
+LABEL_MAP_SERIES = "a label map or mask, not an MR image"  # a series whose withheld slices say it is one
 HEAD_EDGE_REASON = ("at the edge of the head: head section {share:.0%} of the series' largest, "
                     "under the {fraction:.0%} the model was trained on")
 
