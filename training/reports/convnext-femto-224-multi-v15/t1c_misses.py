@@ -3,7 +3,7 @@ the tumour shows on each slice, per scan, and where its false tumour calls lie. 
 folder's scans.json (no inference) and the tcga-lgg slices and masks it was measured on. Prints a markdown report.
 
 Visibility of a tumour slice: |mean inside the mask - mean of the reference region| / standard deviation of the
-head's pixels, with two reference regions: the surround (a 7-pixel band around the mask, inside the head) and the
+head's pixels (the app's head mask), with two reference regions: the surround (a 7-pixel band around the mask, inside the head) and the
 mirror (the mask flipped left-right, minus the mask: the same place in the other hemisphere).
 
 usage: python t1c_misses.py [SCAN_EVAL_DIR]   (default: v15's scans folder; run from the repository root)
@@ -15,6 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 from sklearn.metrics import roc_auc_score
+
+from convnest_viewer.inference.foreground import head_mask
 
 HERE = Path(__file__).resolve().parent
 ROOT = Path("../shared/data/tcga-lgg")
@@ -30,8 +32,8 @@ def visibility(case: str, index: int, sequence: str) -> tuple[float, float, int]
     mask = cv2.imread(f"{stem}_mask.png", cv2.IMREAD_GRAYSCALE)
     if image is None or mask is None:
         raise FileNotFoundError(f"{stem}_{sequence}.jpg or its mask: missing or unreadable")
+    head = head_mask(image)  # the head as the app and the packing rule find it
     image, mask = image.astype(float), mask > 0
-    head = image > 0.1 * image.max()
     spread = image[head].std()
     band = cv2.dilate(mask.astype(np.uint8), np.ones((15, 15), np.uint8)).astype(bool) & ~mask & head
     mirror = mask[:, ::-1] & ~mask & head
