@@ -469,3 +469,15 @@ def test_a_card_with_a_test_time_flip_says_so_in_its_dialog_and_one_not_true_or_
     (folder / "model_card.json").write_text(json.dumps(raw))
     with pytest.raises(ModelCardError, match="test_time_flip must be true or false"):
         load_card(folder)
+
+
+def test_grad_cam_works_after_an_occlusion_map_built_the_torch_model_in_inference_mode():
+    Classifier(device="cpu")  # the bundled model; the first one exports (and caches) its ONNX graph from torch
+    classifier = Classifier(device="cpu")  # as the app starts: ONNX Runtime classifies, torch is built when a map needs it
+    assert classifier._model is None, "the torch model must still be unbuilt for this test to mean anything"
+    series = load_study([sorted((BRAIN_TUMOR_MRI / "Testing" / "glioma").glob("*.jpg"))[0]]).series[0]
+    values, window = series.pixels(0), series.window(0)
+    occlusion = explain(classifier, values, window, "tumour_occlusion")  # first use of the torch model: inference mode
+    gradcam = explain(classifier, values, window, "gradcam")  # autograd through the same weights
+    assert occlusion.values.shape == gradcam.values.shape == values.shape
+    assert np.isfinite(gradcam.values).all() and gradcam.values.max() > 0

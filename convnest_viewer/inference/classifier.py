@@ -150,8 +150,8 @@ class Classifier:
     def model(self) -> torch.nn.Module:
         """Return the torch model, built from the checked weights the first time it is needed (ONNX Runtime
         classifies without it; heatmaps need it)."""
-        with self._model_lock:
-            if self._model is None:
+        with self._model_lock, torch.inference_mode(False):  # first asked for inside inference mode (an occlusion
+            if self._model is None:                            # map): its weights must still serve autograd later
                 self._model = self._on_device(self._build_model())
             return self._model
 
