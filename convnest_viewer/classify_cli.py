@@ -199,6 +199,30 @@ def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:60]
 
 
+def _withheld_runs(slices: list[dict]) -> list[list[dict]]:
+    """Group the slices into table rows: one per assessed slice, one per run of neighbours withheld for one reason."""
+    runs: list[list[dict]] = []
+    for item in slices:
+        last = runs[-1][-1] if runs else None
+        if (last is not None and not item["predicted"] and not last["predicted"]
+                and item["not_assessed"] == last["not_assessed"] and item["volume"] == last["volume"]
+                and item["index"] == last["index"] + 1):
+            runs[-1].append(item)
+        else:
+            runs.append([item])
+    return runs
+
+
+def _slice_row(run: list[dict], class_ids) -> list[str]:
+    """Return one table row: a slice's probabilities, or a run of withheld slices with the reason."""
+    first, last = run[0], run[-1]
+    if first["predicted"]:
+        probs = first["probabilities"]
+        return [str(first["index"] + 1), str(first["volume"] + 1), first["predicted"], *(f"{probs[c]:.3f}" for c in class_ids)]
+    slices = str(first["index"] + 1) if len(run) == 1 else f"{first['index'] + 1}-{last['index'] + 1}"
+    return [slices, str(first["volume"] + 1), f"(not assessed: {first['not_assessed']})", *("–" for _ in class_ids)]
+
+
 def _table(report: dict, classifier) -> str:
     from convnest_viewer.io.contrast import contrast_name
     from convnest_viewer.text_table import format_table
@@ -208,11 +232,7 @@ def _table(report: dict, classifier) -> str:
         lines.append("")
         contrast = f"  contrast {contrast_name(series['contrast'])}" if series["contrast"] else ""
         lines.append(f"{series['description'] or '(no description)'}  [{series['uid']}]{contrast}")
-        rows = []
-        for item in series["slices"]:
-            probs = item["probabilities"]
-            predicted = item["predicted"] or f"(not assessed: {item['not_assessed']})"
-            rows.append([str(item["index"] + 1), str(item["volume"] + 1), predicted, *(f"{probs[c]:.3f}" for c in classifier.class_ids)])
+        rows = [_slice_row(run, classifier.class_ids) for run in _withheld_runs(series["slices"])]
         lines.append(format_table(["Slice", "Vol", "Predicted", *classifier.class_ids], rows))
         for error in series.get("errors", []):
             lines.append(f"  slice {error['index'] + 1}: {error['reason']}")

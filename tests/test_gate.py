@@ -101,6 +101,20 @@ def test_the_cli_gives_no_class_for_a_gated_slice_and_says_why(tmp_path, capsys)
     assert entry["predicted"] is None and entry["not_assessed"] == BLANK_REASON and "gate_score" in entry
 
 
+def test_the_cli_table_gives_one_row_to_each_run_of_slices_withheld_for_one_reason(capsys):
+    label_map = next((DATA / "brats2013-hgg").glob("*/*/OTMultiClass.nii*"))
+    tumour = sorted((BRAIN_TUMOR_MRI / "Testing" / "glioma").glob("*.jpg"))[0]
+    assert cli_main(["classify", str(label_map), str(tumour)]) == 0
+    out = capsys.readouterr().out
+    n_slices = load_study([label_map]).series[0].n_slices
+    map_table = out.split(tumour.name)[0]
+    runs = [line for line in map_table.splitlines() if "(not assessed" in line]
+    assert 3 <= len(runs) <= 12 < n_slices  # 155 slices: blank runs at both ends, label-map runs between
+    assert runs[0].startswith("1-") and runs[-1].split()[0].endswith(f"-{n_slices}")
+    assert any("a label map or mask" in line for line in runs)
+    assert "glioma" in out.split(tumour.name)[-1] and out.count("Predicted") == 2  # the jpeg keeps its row
+
+
 def test_the_cli_writes_no_heatmap_for_a_gated_slice(tmp_path, capsys):
     cv2.imwrite(str(tmp_path / "blank.png"), np.zeros((200, 200), np.uint8))
     tumour = sorted((BRAIN_TUMOR_MRI / "Testing" / "glioma").glob("*.jpg"))[0]
