@@ -96,6 +96,9 @@ class StudyVerdict:
             return "Indeterminate: " + ", ".join(part for part in parts if part)
         if self.label == "equivocal":
             return f"Equivocal ({count['equivocal']} series)"
+        notes = {v.note for v in self.series.values()}
+        if self.label == "not assessed" and len(notes) == 1 and "" not in notes:
+            return f"No verdict: {notes.pop()}"  # e.g. every series is a label map or mask
         return {"no tumour": "No tumour", "not assessed": "No verdict (too few slices assessed)", "pending": "Not classified yet"}[self.label]
 
 

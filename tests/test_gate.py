@@ -113,6 +113,7 @@ def test_the_cli_table_gives_one_row_to_each_run_of_slices_withheld_for_one_reas
     assert runs[0].startswith("1-") and runs[-1].split()[0].endswith(f"-{n_slices}")
     assert any("a label map or mask" in line for line in runs)
     assert "glioma" in out.split(tumour.name)[-1] and out.count("Predicted") == 2  # the jpeg keeps its row
+    assert "verdict: No verdict: a label map or mask, not an MR image" in out  # the map's own study
 
 
 def test_the_cli_writes_no_heatmap_for_a_gated_slice(tmp_path, capsys):

@@ -78,6 +78,10 @@ def test_scattered_tumour_calls_on_most_assessed_slices_read_equivocal_not_no_tu
     assert study_verdict({"a": equivocal, "b": tumour, "c": clear}).text({}) == \
         "Indeterminate: 1 series read tumour, 1 series equivocal, 1 read no tumour"
     assert study_verdict({"a": equivocal, "b": SeriesVerdict("not assessed")}).text({}) == "Equivocal (1 series)"
+    label_map = SeriesVerdict("not assessed", total=20, note="a label map or mask, not an MR image")
+    assert study_verdict({"a": label_map}).text({}) == "No verdict: a label map or mask, not an MR image"
+    few = SeriesVerdict("not assessed", assessed=1, total=20)
+    assert study_verdict({"a": label_map, "b": few}).text({}) == "No verdict (too few slices assessed)"
 
 
 def test_a_type_the_model_never_saw_on_the_series_contrast_reads_type_uncertain():
