@@ -184,6 +184,25 @@ def test_the_viewer_shows_a_gated_slice_as_not_assessed_and_leaves_it_out_of_the
     window.close()
 
 
+def test_the_series_panel_shows_the_final_verdict_as_soon_as_the_series_is_done(qtbot, tmp_path, monkeypatch):
+    from convnest_viewer.ui.main_window import MainWindow
+
+    monkeypatch.setenv("CONVNEST_SETTINGS_FILE", str(tmp_path / "settings.ini"))
+    label_map = next((DATA / "brats2013-hgg").glob("*/*/OTMultiClass.nii*"))
+    window = MainWindow(device="cpu")
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitUntil(lambda: bool(window.state.model_id), timeout=120_000)
+    window._refresh_timer.setInterval(600_000)  # only the series' end may bring the panel up to date
+    with qtbot.waitSignal(window.studyLoaded, timeout=120_000):
+        window.open_paths([str(label_map)])
+    qtbot.waitUntil(lambda: "No verdict: a label map or mask" in window.panel.study_summary.text(), timeout=240_000)
+    summary = window.panel.summary.text()  # set together with the study's verdict, not a timer later
+    assert "Series verdict:</b> Not assessed: a label map or mask, not an MR image" in summary, summary
+    assert len(window.panel.withheld.opts["x"]) == load_study([label_map]).series[0].n_slices
+    window.close()
+
+
 def test_a_summary_counts_only_the_slices_the_gate_assessed():
     from convnest_viewer.results import summarize
 

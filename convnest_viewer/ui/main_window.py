@@ -216,7 +216,6 @@ class MainWindow(StudyOpeningMixin, DialogsMixin, OverlayMixin, QMainWindow):
         if self.state.series is not None and self.session is not None:
             self.session.classify_series(self.state.series, self.state.index, self.state.volume)
             self._show_current_results()
-            self._refresh_series_plot()
 
     def _slice_classified(self, key: str, volume: int, index: int, probabilities) -> None:
         state = self.state
@@ -343,6 +342,7 @@ class MainWindow(StudyOpeningMixin, DialogsMixin, OverlayMixin, QMainWindow):
     def _show_current_results(self) -> None:
         self._show_panel_slice(follows_scroll=False)
         self._update_overlay()
+        self._refresh_series_plot()
 
     def _refresh_series_plot(self) -> None:
         state = self.state
