@@ -98,6 +98,8 @@ def _classify_series(window, series, deadline: float) -> dict:
     total = series.n_slices * series.n_volumes
     wait_until(lambda: len(window.store.finished(window.state.model_id, series.key)) >= total, deadline,
                f"every slice of {series.description!r} to be classified")
+    wait_until(lambda: bool(window.browser.item_finding(series.key)), deadline,  # the window has heard the end
+               f"the verdict on {series.description!r}")
     failures = window.store.failures(window.state.model_id, series.key)
     withheld = window.store.not_assessed(window.state.model_id, series.key)
     predicted: dict[str, int] = {}
