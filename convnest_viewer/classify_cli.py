@@ -199,7 +199,7 @@ def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:60]
 
 
-def _withheld_runs(slices: list[dict]) -> list[list[dict]]:
+def _row_groups(slices: list[dict]) -> list[list[dict]]:
     """Group the slices into table rows: one per assessed slice, one per run of neighbours withheld for one reason."""
     runs: list[list[dict]] = []
     for item in slices:
@@ -232,7 +232,7 @@ def _table(report: dict, classifier) -> str:
         lines.append("")
         contrast = f"  contrast {contrast_name(series['contrast'])}" if series["contrast"] else ""
         lines.append(f"{series['description'] or '(no description)'}  [{series['uid']}]{contrast}")
-        rows = [_slice_row(run, classifier.class_ids) for run in _withheld_runs(series["slices"])]
+        rows = [_slice_row(run, classifier.class_ids) for run in _row_groups(series["slices"])]
         lines.append(format_table(["Slice", "Vol", "Predicted", *classifier.class_ids], rows))
         for error in series.get("errors", []):
             lines.append(f"  slice {error['index'] + 1}: {error['reason']}")
