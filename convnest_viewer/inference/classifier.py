@@ -276,7 +276,11 @@ class Classifier:
 
     def _with_mirror(self, logits: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
         """Return the batch's logits averaged with its left-right mirror's where the card asks, else as they are."""
-        return (logits + self._plain_logits(batch.flip(-1))) / 2 if self.card.test_time_flip else logits
+        if not self.card.test_time_flip:
+            return logits
+        if self.onnx is None:  # mirror on the model's device: the batch is copied there once, not twice
+            batch = batch.to(self.device, non_blocking=True)
+        return (logits + self._plain_logits(batch.flip(-1))) / 2
 
     def _plain_logits(self, batch: torch.Tensor) -> torch.Tensor:
         """Return raw logits of one forward pass (fast path: channels_last, autocast on GPU)."""
