@@ -295,3 +295,36 @@ def test_evaluate_with_test_time_flip_fits_and_exports_a_card_that_classifies_so
     assert training_main(["export", str(pack_path), "--run", str(run), "--report", str(tmp_path / "report" / "report.json"),
                           "--name", "tiny", "--dest", str(tmp_path / "models")]) == 0
     assert load_card(tmp_path / "models" / "tiny").test_time_flip is True
+
+
+def test_distillation_keeps_the_student_near_its_teacher_on_the_distilled_sources_only(small_pack, tmp_path):
+    from convnest_viewer.inference.weights import write_model_folder
+    from convnest_viewer.inference.preprocess import normalize_uint8
+    from training.distil import distil_loss, distilled_slices
+
+    data, _ = small_pack
+    teacher_run = Trainer(_config(seed=11, epochs=3), data, tmp_path / "teacher")
+    teacher_run.fit(progress=False)
+    folder = tmp_path / "models" / "teacher"
+    write_model_folder(teacher_run.final_model, _config().card("teacher"), folder, dtype="float32")
+    plain = Trainer(_config(), data, tmp_path / "plain")
+    plain.fit(progress=False)
+    distilled = Trainer(_config(distil_from=str(folder), distil_weight=20.0), data, tmp_path / "distilled")
+    distilled.fit(progress=False)
+    assert all(row["train_distil_loss"] > 0 for row in distilled.history)
+    inputs = torch.from_numpy(normalize_uint8(data.images[plain.split.train], plain.spec)[:, None])
+    with torch.no_grad():
+        teacher = teacher_run.final_model.eval()(inputs)
+        kept = torch.ones(len(inputs), dtype=torch.bool)
+        away = [float(distil_loss(run.final_model.eval()(inputs), teacher, kept, 1.0)) for run in (plain, distilled)]
+    assert away[1] < 0.5 * away[0], f"KL to the teacher: plain {away[0]:.3f}, distilled {away[1]:.3f}"
+    # the loss is zero where the student agrees, and only the kept slices count
+    logits = torch.randn(4, 4)
+    assert float(distil_loss(logits, logits, torch.ones(4, dtype=torch.bool), 2.0)) == pytest.approx(0.0, abs=1e-6)
+    assert float(distil_loss(logits, -logits, torch.tensor([True, False, False, False]), 2.0)) > 0
+    assert float(distil_loss(logits, -logits, torch.zeros(4, dtype=torch.bool), 2.0)) == 0.0
+    assert distilled_slices(np.array(["a", "b", "a"]), "a").tolist() == [True, False, True]
+    with pytest.raises(ValueError, match="not in the pack: c"):
+        distilled_slices(np.array(["a", "b"]), "a,c")
+    with pytest.raises(ValueError, match="needs distil_from"):
+        Trainer(_config(distil_weight=1.0), data, tmp_path / "no-teacher")

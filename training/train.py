@@ -64,6 +64,10 @@ class TrainConfig:
     mask_guidance_map: str = "head"  # what predicts the mask: "head" (an auxiliary 1x1 conv) or "classifier" (its own head per cell)
     tumour_paste: float = 0.0  # share of no-tumour slices given a tumour cut from another (training.tumour_paste; 0: off)
     paste_into: str = ""  # comma-separated sources whose no-tumour slices may receive a pasted tumour ("": every source)
+    distil_from: str = ""  # a model folder whose answers the run keeps (training.distil; "": none)
+    distil_weight: float = 0.0  # weight of the distillation loss (0: off)
+    distil_sources: str = ""  # comma-separated sources whose slices are distilled ("": every source)
+    distil_temperature: float = 2.0  # softmax temperature of the distillation loss
     augment: AugmentConfig | None = None  # None: the default recipe (sequence contrast per sequence_augment)
 
     def __post_init__(self) -> None:
@@ -233,6 +237,14 @@ class Trainer:
         if self.guided:
             self._start_mask_guidance()
         self.paste_pools = self._paste_pools() if config.tumour_paste > 0 else None
+        self.teacher = None
+        if config.distil_weight > 0:
+            from training.distil import distilled_slices, load_teacher
+
+            if not config.distil_from:
+                raise ValueError("distil_weight needs distil_from (the teacher's model folder)")
+            self.teacher = load_teacher(Path(config.distil_from), config, self.device)
+            self.distilled = torch.from_numpy(distilled_slices(data.source, config.distil_sources)).to(self.device)
         self.epoch_images = config.epoch_images or len(self.split.train)
         self.steps_per_epoch = max(1, self.epoch_images // config.batch_size)
         self.draw_weights = torch.from_numpy(sampling_weights(data, self.split.train, config)) if config.balance else None
@@ -350,7 +362,10 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)  # summed on the device: no GPU sync per step
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         mask_loss_sum = torch.zeros((), device=self.device)
+        distil_loss_sum = torch.zeros((), device=self.device)
         from tqdm import tqdm
+
+        from training.distil import distil_loss
         from training.mask_guidance import mask_loss
         from training.sources import GLIOMA
         from training.tumour_paste import paste_tumours
@@ -367,8 +382,15 @@ class Trainer:
                 inputs, masks = augment(images, self.spec, config.augment, aug_gen, self.masks[batch])
                 logits, mask_logits = self._forward(inputs, with_mask=True)
             else:
-                logits = self._forward(augment(images, self.spec, config.augment, aug_gen))
+                inputs = augment(images, self.spec, config.augment, aug_gen)
+                logits = self._forward(inputs)
             loss = F.cross_entropy(logits.float(), targets, label_smoothing=config.label_smoothing)
+            if self.teacher is not None:
+                with torch.no_grad():
+                    teacher_logits = self._forward(inputs, network=self.teacher)
+                distilled = distil_loss(logits, teacher_logits, self.distilled[batch], config.distil_temperature)
+                loss = loss + config.distil_weight * distilled
+                distil_loss_sum += distilled.detach() * len(batch)
             if self.guided:
                 guidance = mask_loss(mask_logits, masks, self.mask_known[batch])
                 loss = loss + config.mask_guidance * guidance
@@ -390,6 +412,8 @@ class Trainer:
                   "lr": self.optimizer.param_groups[0]["lr"], "seconds": elapsed, "images_per_second": seen / elapsed}
         if self.guided:
             record["train_mask_loss"] = float(mask_loss_sum) / seen
+        if self.teacher is not None:
+            record["train_distil_loss"] = float(distil_loss_sum) / seen
         return record
 
     def _draw_order(self, generator: torch.Generator) -> torch.Tensor:
@@ -400,8 +424,9 @@ class Trainer:
             return order.repeat(self.epoch_images // count + 1)[:self.epoch_images] if self.epoch_images > count else order
         return torch.multinomial(self.draw_weights, self.epoch_images, replacement=True, generator=generator)
 
-    def _forward(self, inputs: torch.Tensor, with_mask: bool = False):
-        """Return the class logits (and, with_mask, the mask head's cell logits) under the run's autocast."""
+    def _forward(self, inputs: torch.Tensor, with_mask: bool = False, network: torch.nn.Module | None = None):
+        """Return the class logits of the model (or another network) under the run's autocast; with_mask, also the
+        mask head's cell logits."""
         from contextlib import nullcontext
 
         from training.mask_guidance import logits_and_mask_logits
@@ -411,7 +436,7 @@ class Trainer:
         use_amp = self.config.amp and (self.device.type == "cuda" or cpu_supports_bf16())
         with torch.autocast(self.device.type, dtype=torch.bfloat16) if use_amp else nullcontext():
             if not with_mask:
-                return self.model(inputs)
+                return (network or self.model)(inputs)
             return logits_and_mask_logits(self.model, self.mask_head, inputs, self.no_tumour_index)
 
     def _validate(self) -> dict:
