@@ -200,6 +200,7 @@ def test_the_series_panel_shows_the_final_verdict_as_soon_as_the_series_is_done(
     summary = window.panel.summary.text()  # set together with the study's verdict, not a timer later
     assert "Series verdict:</b> Not assessed: a label map or mask, not an MR image" in summary, summary
     assert len(window.panel.withheld.opts["x"]) == load_study([label_map]).series[0].n_slices
+    assert not window._refresh_timer.isActive()  # drawn at the series' end: no second, timed redraw pending
     window.close()
 
 

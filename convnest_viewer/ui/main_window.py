@@ -95,8 +95,7 @@ class MainWindow(StudyOpeningMixin, DialogsMixin, OverlayMixin, QMainWindow):
         self.view = SliceView()
         layout.addWidget(self.view, stretch=1)
         row = QHBoxLayout()
-        self.slider = QSlider(Qt.Orientation.Horizontal)
-        self.slider.setMinimum(0)
+        self.slider = QSlider(Qt.Orientation.Horizontal)  # its minimum is 0 by default
         self.slice_label = QLabel("–")
         self.volume_combo = QComboBox()
         self.volume_combo.setVisible(False)
@@ -345,6 +344,7 @@ class MainWindow(StudyOpeningMixin, DialogsMixin, OverlayMixin, QMainWindow):
         self._refresh_series_plot()
 
     def _refresh_series_plot(self) -> None:
+        self._refresh_timer.stop()  # drawn now: a pending timed redraw would only repeat it
         state = self.state
         if state.series is None:
             return
