@@ -13,16 +13,13 @@ from training import options
 
 
 def load_teacher(folder: Path, config, device: torch.device) -> torch.nn.Module:
-    """Return the model folder's network (sha256-checked weights), frozen and in eval mode, on the device."""
-    from convnest_viewer.inference.card import load_card
+    """Return the model folder's network (sha256-checked weights; any architecture, the run's preprocessing and
+    classes), frozen and in eval mode, on the device."""
     from convnest_viewer.inference.factory import create_classifier
     from convnest_viewer.inference.weights import load_state_dict
+    from training.train import matching_card
 
-    card = load_card(folder)
-    wanted = (config.preprocessing, [c.id for c in config.card("run").classes])
-    found = (card.preprocessing.version, [c.id for c in card.classes])
-    if wanted != found:
-        raise ValueError(f"{folder}: the teacher's (preprocessing, classes) are {found}, but the run asks for {wanted}")
+    card = matching_card(folder, config, same_architecture=False)
     teacher = create_classifier(card)
     teacher.load_state_dict(load_state_dict(folder, card))
     teacher.requires_grad_(False)

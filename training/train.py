@@ -244,6 +244,8 @@ class Trainer:
             if not config.distil_from:
                 raise ValueError("distil_weight needs distil_from (the teacher's model folder)")
             self.teacher = load_teacher(Path(config.distil_from), config, self.device)
+            if self.device.type == "cuda":  # the layout _forward gives its inputs, as the model's
+                self.teacher = self.teacher.to(memory_format=torch.channels_last)
             self.distilled = torch.from_numpy(distilled_slices(data.source, config.distil_sources)).to(self.device)
         self.epoch_images = config.epoch_images or len(self.split.train)
         self.steps_per_epoch = max(1, self.epoch_images // config.batch_size)
@@ -511,16 +513,27 @@ def load_initial_weights(model: torch.nn.Module, folder: Path, config: TrainConf
     The input size may differ (a convolutional network has no position embedding: fine-tuning at a new size
     is the usual way to raise it); architecture, preprocessing version and classes must match.
     """
-    from convnest_viewer.inference.card import load_card
     from convnest_viewer.inference.weights import load_state_dict
 
-    card = load_card(folder)
-    wanted = (config.architecture, config.preprocessing, [c.id for c in config.card("run").classes])
-    found = (card.architecture, card.preprocessing.version, [c.id for c in card.classes])
-    if wanted != found:
-        raise ValueError(f"{folder}: its model is (architecture, preprocessing, classes) {found}, "
-                         f"but the run asks for {wanted}")
+    card = matching_card(folder, config)
     model.load_state_dict(load_state_dict(folder, card))
+
+
+def matching_card(folder: Path, config: TrainConfig, same_architecture: bool = True) -> ModelCard:
+    """Return a model folder's card, refusing one whose preprocessing version, classes or (unless
+    same_architecture is False) architecture differ from the run's."""
+    from convnest_viewer.inference.card import load_card
+
+    card = load_card(folder)
+    pairs = {"architecture": (config.architecture, card.architecture),
+             "preprocessing": (config.preprocessing, card.preprocessing.version),
+             "classes": ([c.id for c in config.card("run").classes], [c.id for c in card.classes])}
+    if not same_architecture:
+        del pairs["architecture"]
+    names, wanted, found = tuple(pairs), tuple(w for w, _ in pairs.values()), tuple(f for _, f in pairs.values())
+    if wanted != found:
+        raise ValueError(f"{folder}: its model is ({', '.join(names)}) {found}, but the run asks for {wanted}")
+    return card
 
 
 def cpu_supports_bf16() -> bool:
