@@ -147,13 +147,17 @@ def series_verdict(probabilities: np.ndarray, class_ids: Sequence[str], no_findi
 
 
 def unseen_contrast_note(class_id: str, contrast: str, trained_contrasts: Mapping[str, Sequence[str]]) -> str:
-    """Return why a type cannot be trusted on this contrast ("meningioma? known only on T1c, this series is FLAIR"),
-    or "" when the contrast is unknown, unrecorded for the type, or one the model was trained on with it."""
+    """Return why a type cannot be trusted on this contrast ("meningioma? known only on T1c, this series is FLAIR";
+    "glioma? no tumour of any type on PD in training" where no class was trained on it), or "" when the contrast is
+    unknown, unrecorded for the type, or one the model was trained on with it."""
     trained = trained_contrasts.get(class_id)
     if not contrast or not trained or contrast in trained:
         return ""
+    shown = contrast_name(contrast) or contrast
+    if not any(contrast in contrasts for contrasts in trained_contrasts.values()):
+        return f"{class_id}? no tumour of any type on {shown} in training"
     names = "/".join(contrast_name(c) or c for c in trained)
-    return f"{class_id}? known only on {names}, this series is {contrast_name(contrast) or contrast}"
+    return f"{class_id}? known only on {names}, this series is {shown}"
 
 
 def study_verdict(verdicts: dict[str, SeriesVerdict]) -> StudyVerdict:

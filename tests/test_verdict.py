@@ -99,7 +99,9 @@ def test_a_type_the_model_never_saw_on_the_series_contrast_reads_type_uncertain(
     glioma = _table(NORMAL, GLIOMA, GLIOMA, GLIOMA, NORMAL)
     assert series_verdict(glioma, CLASSES, "notumor", None, "flair", trained).finding.class_id == "glioma"
     on_t2 = series_verdict(glioma, CLASSES, "notumor", None, "t2", trained).finding
-    assert on_t2.class_id is None and on_t2.type_note == "glioma? known only on FLAIR/T1/T1c, this series is T2"
+    assert on_t2.class_id is None and on_t2.type_note == "glioma? no tumour of any type on T2 in training"
+    on_t1 = series_verdict(table, CLASSES, "notumor", None, "t1", trained).finding  # glioma was trained on T1
+    assert on_t1.class_id is None and on_t1.type_note == "meningioma? known only on T1c, this series is T1"
 
 
 @pytest.fixture(scope="module")
