@@ -149,6 +149,11 @@ def test_a_held_out_brats_volume_reads_tumour_through_the_cli_with_a_verdict_per
     assert verdict["type"] in ("glioma", None) and study["type"] in ("glioma", None)
     if verdict["type"] is None and "type_called" in verdict:  # a type the model knows only on T1c: named, not given
         assert verdict["type_called"] in ("meningioma", "pituitary") and "T1c" in verdict["type_note"]
+    healthy_verdict = report["series"][1]["verdict"]
+    assert report["series"][1]["contrast"] == "pd"
+    if "type_called" in healthy_verdict:  # a finding on PD (v15's error on this head) is flagged as untested there
+        assert healthy_verdict["type"] is None
+        assert healthy_verdict["type_note"].endswith("no tumour of any type on PD in training")
 
 
 def test_a_healthy_head_reads_no_tumour(classifier):
