@@ -139,6 +139,30 @@ def test_balanced_sampling_gives_each_source_its_share_and_classes_equal_shares(
             assert weights[(sources == source) & (labels == label)].sum() == pytest.approx(share / len(classes))
 
 
+def test_sequence_weights_draw_one_sequence_more_often_without_moving_source_or_class_shares(small_multi_pack):
+    data = small_multi_pack
+    plain = TrainConfig(size=64, source_weights="brain-tumor-mri:0.5,tcga-lgg:0.3,brats2013-hgg:0.2")
+    config = TrainConfig(size=64, source_weights=plain.source_weights, sequence_weights="tcga-lgg/t1c:2")
+    split = make_split(data, config)
+    before, after = sampling_weights(data, split.train, plain), sampling_weights(data, split.train, config)
+    sources, labels, sequences = (data.source[split.train], data.labels[split.train], data.sequence[split.train])
+    tcga = sources == "tcga-lgg"
+    for label in np.unique(labels[tcga]):
+        cell = tcga & (labels == label)
+        assert after[cell].sum() == pytest.approx(before[cell].sum()), "a class keeps its share"
+        real = cell & (data.meta["synthetic"][split.train] == "")
+        t1c, flair = real & (sequences == "t1c"), real & (sequences == "flair")
+        assert t1c.any() and flair.any()
+        # one T1c slice is drawn twice as often as one FLAIR slice of the same source and class (real slices)
+        assert after[t1c].mean() == pytest.approx(2 * after[flair].mean())
+        assert after[t1c].sum() > before[t1c].sum()
+    brats_t1c = (sources == "brats2013-hgg") & (sequences == "t1c")
+    assert brats_t1c.any() and after[brats_t1c] == pytest.approx(before[brats_t1c]), "another source's T1c is untouched"
+    everywhere = sampling_weights(data, split.train, TrainConfig(size=64, source_weights=plain.source_weights,
+                                                                 sequence_weights="t1c:2"))
+    assert everywhere[brats_t1c].sum() > before[brats_t1c].sum(), "a bare sequence name counts in every source"
+
+
 def test_a_malformed_source_weight_is_refused_before_the_pack_is_read(tmp_path, capsys):
     from training import options
     from training.cli import main
@@ -150,6 +174,9 @@ def test_a_malformed_source_weight_is_refused_before_the_pack_is_read(tmp_path, 
             main(["train", str(tmp_path / "missing.npz"), "--run", str(tmp_path / "run"), "--source-weights", bad])
         assert stop.value.code == 2
         assert "--source-weights" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", str(tmp_path / "missing.npz"), "--run", str(tmp_path / "run"), "--sequence-weights", "t1c:x"])
+    assert "--sequence-weights" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
 
 

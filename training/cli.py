@@ -47,7 +47,7 @@ def add_training_parsers(commands) -> None:
         if item.name == "augment":
             continue
         value = getattr(defaults, item.name)
-        kind = options.weights_argument if item.name == "source_weights" else type(value)
+        kind = options.weights_argument if item.name in ("source_weights", "sequence_weights") else type(value)
         if kind is bool:
             train.add_argument(f"--{item.name.replace('_', '-')}", type=lambda s: s.lower() in ("1", "true", "yes"), default=value)
         else:

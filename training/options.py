@@ -1,4 +1,4 @@
-"""The comma-separated lists the training commands take: sources, institutions, methods, source weights."""
+"""The comma-separated lists the training commands take: sources, institutions, methods, source and sequence weights."""
 from __future__ import annotations
 
 import argparse
@@ -19,9 +19,9 @@ def weights(text: str) -> dict[str, float]:
         except ValueError:
             weight = float("nan")
         if not separator or not name.strip() or weight != weight or weight < 0:
-            raise ValueError(f"source weight {item!r} is not NAME:WEIGHT with a weight >= 0")
+            raise ValueError(f"weight {item!r} is not NAME:WEIGHT with a weight >= 0")
         if name.strip() in parsed:
-            raise ValueError(f"source weight for {name.strip()!r} given twice")
+            raise ValueError(f"weight for {name.strip()!r} given twice")
         parsed[name.strip()] = weight
     return parsed
 

@@ -55,6 +55,7 @@ class TrainConfig:
     holdout_institutions: str = "CS"  # tcga-lgg institutions never trained on (the held-out test)
     balance: bool = True  # draw each epoch balanced over sources (by source_weights) and classes within a source
     source_weights: str = "brain-tumor-mri:0.5,tcga-lgg:0.28,brats2013-hgg:0.12,healthy-heads:0.1"
+    sequence_weights: str = ""  # relative draw rates of sequences within a source and class, "t1c:2" or "tcga-lgg/t1c:2" (unnamed: 1)
     epoch_images: int = 0  # images drawn per epoch (0: as many as there are training images)
     sequence_augment: bool = True  # random intensity curves, bias field, blur, resolution, noise
     init_from: str = ""  # a model folder (card + safetensors) whose weights start the run ("": from scratch)
@@ -84,6 +85,11 @@ class TrainConfig:
     def weights_of_sources(self) -> dict[str, float]:
         """Return the share of each epoch drawn from each source."""
         return options.weights(self.source_weights)
+
+    def sequence_rate(self, source: str, sequence: str) -> float:
+        """Return how often an image of this sequence is drawn against others of its source and class (default 1)."""
+        rates = options.weights(self.sequence_weights)
+        return rates.get(f"{source}/{sequence}", rates.get(sequence, 1.0))
 
     @classmethod
     def from_dict(cls, raw: dict) -> "TrainConfig":
@@ -176,7 +182,7 @@ def _patient_split(cases: np.ndarray, indices: np.ndarray, fraction: float, seed
 
 def sampling_weights(data: PackedDataset, train: np.ndarray, config: TrainConfig) -> np.ndarray:
     """Return each training image's probability of being drawn: sources by weight, classes equal within one."""
-    sources, labels = data.source[train], data.labels[train]
+    sources, labels, sequences = data.source[train], data.labels[train], data.sequence[train]
     shares = config.weights_of_sources()
     present = np.unique(sources)
     total = sum(shares.get(s, 0.0) for s in present)
@@ -192,7 +198,10 @@ def sampling_weights(data: PackedDataset, train: np.ndarray, config: TrainConfig
             in_class = in_source & (labels == label)
             strata = [cell for cell in (in_class & ~synthetic, in_class & synthetic) if cell.any()]
             for cell in strata:  # real and synthetic slices of a class share its weight equally
-                weights[cell] = shares.get(source, 0.0) / total / len(classes) / len(strata) / cell.sum()
+                rate = np.array([config.sequence_rate(source, seq) for seq in sequences[cell]])
+                if rate.sum() <= 0:
+                    raise ValueError(f"sequence_weights {config.sequence_weights!r} give no weight to a class of {source}")
+                weights[cell] = shares.get(source, 0.0) / total / len(classes) / len(strata) * rate / rate.sum()
     return weights / weights.sum()
 
 
