@@ -181,7 +181,7 @@ def _patient_split(cases: np.ndarray, indices: np.ndarray, fraction: float, seed
 
 
 def sampling_weights(data: PackedDataset, train: np.ndarray, config: TrainConfig) -> np.ndarray:
-    """Return each training image's probability of being drawn: sources by weight, classes equal within one."""
+    """Return each training image's probability of being drawn: sources by weight, classes equal within one, sequences by rate."""
     sources, labels, sequences = data.source[train], data.labels[train], data.sequence[train]
     shares = config.weights_of_sources()
     present = np.unique(sources)
