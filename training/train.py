@@ -198,7 +198,8 @@ def sampling_weights(data: PackedDataset, train: np.ndarray, config: TrainConfig
             in_class = in_source & (labels == label)
             strata = [cell for cell in (in_class & ~synthetic, in_class & synthetic) if cell.any()]
             for cell in strata:  # real and synthetic slices of a class share its weight equally
-                rate = np.array([config.sequence_rate(source, seq) for seq in sequences[cell]])
+                named, which = np.unique(sequences[cell], return_inverse=True)  # each sequence's rate looked up once
+                rate = np.array([config.sequence_rate(source, seq) for seq in named])[which]
                 if rate.sum() <= 0:
                     raise ValueError(f"sequence_weights {config.sequence_weights!r} give no weight to a class of {source}")
                 weights[cell] = shares.get(source, 0.0) / total / len(classes) / len(strata) * rate / rate.sum()
